@@ -1,0 +1,34 @@
+"""Segmentation models: `build_model(cfg)` builds PSPNet or DeepLabv3 on a dilated ResNet."""
+from __future__ import annotations
+
+from torch import nn
+from torchvision.models.segmentation.fcn import FCNHead
+
+from model.deeplabv3 import ASPPHead
+from model.pspnet import PSPHead
+from model.resnet import DilatedResNet, load_backbone_weights
+from model.segmentor import Segmentor
+from util.errors import UserError
+
+__all__ = ["build_model", "Segmentor", "DilatedResNet", "load_backbone_weights"]
+
+
+def build_model(cfg) -> Segmentor:
+    """Build the model a config describes (keys MODEL.* and DATA.classes/mean/std).
+
+    MODEL.pretrained, when set, loads ImageNet backbone weights with strict checking.
+    """
+    m = cfg.MODEL
+    backbone = DilatedResNet(m.layers, deep_stem=m.deep_stem)
+    c3, c4 = backbone.channels
+    k = cfg.DATA.classes
+    if m.arch == "pspnet":
+        head: nn.Module = PSPHead(c4, k, bins=m.psp_bins, channels=m.head_channels or 512, dropout=m.dropout)
+    elif m.arch == "deeplabv3":
+        head = ASPPHead(c4, k, rates=m.aspp_rates, channels=m.head_channels or 256, dropout=m.dropout)
+    else:
+        raise UserError(f"MODEL.arch must be 'pspnet' or 'deeplabv3', got '{m.arch}'")
+    aux_head = FCNHead(c3, k)  # 3x3 conv to c3/4 channels, BN, ReLU, dropout 0.1, 1x1 classifier
+    if m.pretrained:
+        load_backbone_weights(backbone, m.pretrained)
+    return Segmentor(backbone, head, aux_head, mean=cfg.DATA.mean, std=cfg.DATA.std)

@@ -1,0 +1,148 @@
+"""Dilated ResNet backbones (output stride 8) with a deep 3-conv stem or a plain 7x7 stem.
+
+The residual blocks are torchvision's. Layers 3 and 4 keep the resolution of layer 2: their strides
+become 1 and every 3x3 convolution in them is dilated by 2 (layer3) and 4 (layer4), as in semseg's
+PSPNet. Parameter names follow torchvision and semseg, so both kinds of ImageNet checkpoints load
+with strict key checking (see `load_backbone_weights`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models.resnet import BasicBlock, Bottleneck
+
+from util.errors import UserError
+
+BLOCKS: dict[int, tuple[type[nn.Module], tuple[int, int, int, int]]] = {
+    18: (BasicBlock, (2, 2, 2, 2)),
+    34: (BasicBlock, (3, 4, 6, 3)),
+    50: (Bottleneck, (3, 4, 6, 3)),
+    101: (Bottleneck, (3, 4, 23, 3)),
+}
+
+
+def _dilate(layer: nn.Sequential, dilation: int) -> None:
+    """Turn a stride-2 stage into a stride-1 stage whose 3x3 convolutions are all dilated."""
+    for module in layer.modules():
+        if isinstance(module, nn.Conv2d):
+            if module.kernel_size == (3, 3):
+                module.dilation, module.padding = (dilation, dilation), (dilation, dilation)
+            module.stride = (1, 1)
+
+
+class DilatedResNet(nn.Module):
+    """ResNet-18/34/50/101 with output stride 8.
+
+    forward(x: (N,3,H,W) normalised) -> (layer3 (N,C3,h,w), layer4 (N,C4,h,w)), h = ceil(H/8).
+    """
+
+    def __init__(self, layers: int = 50, deep_stem: bool = True) -> None:
+        super().__init__()
+        if layers not in BLOCKS:
+            raise UserError(f"MODEL.layers must be one of {sorted(BLOCKS)}, got {layers}")
+        block, counts = BLOCKS[layers]
+        self.deep_stem = deep_stem
+        if deep_stem:
+            # semseg's "deep base": three 3x3 convolutions, the first with stride 2.
+            self.conv1 = nn.Conv2d(3, 64, 3, stride=2, padding=1, bias=False)
+            self.bn1 = nn.BatchNorm2d(64)
+            self.conv2 = nn.Conv2d(64, 64, 3, padding=1, bias=False)
+            self.bn2 = nn.BatchNorm2d(64)
+            self.conv3 = nn.Conv2d(64, 128, 3, padding=1, bias=False)
+            self.bn3 = nn.BatchNorm2d(128)
+            self.inplanes = 128
+        else:
+            self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
+            self.bn1 = nn.BatchNorm2d(64)
+            self.inplanes = 64
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.layer1 = self._make_layer(block, 64, counts[0], stride=1)
+        self.layer2 = self._make_layer(block, 128, counts[1], stride=2)
+        self.layer3 = self._make_layer(block, 256, counts[2], stride=2)
+        self.layer4 = self._make_layer(block, 512, counts[3], stride=2)
+        _dilate(self.layer3, 2)
+        _dilate(self.layer4, 4)
+        self.channels = (256 * block.expansion, 512 * block.expansion)  # layer3, layer4
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def _make_layer(self, block: type[nn.Module], planes: int, blocks: int, stride: int) -> nn.Sequential:
+        downsample = None
+        if stride != 1 or self.inplanes != planes * block.expansion:
+            downsample = nn.Sequential(
+                nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(planes * block.expansion),
+            )
+        layers = [block(self.inplanes, planes, stride, downsample)]
+        self.inplanes = planes * block.expansion
+        layers += [block(self.inplanes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn1(self.conv1(x)))
+        if self.deep_stem:
+            x = self.relu(self.bn2(self.conv2(x)))
+            x = self.relu(self.bn3(self.conv3(x)))
+        return self.maxpool(x)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.layer2(self.layer1(self.stem(x)))
+        c3 = self.layer3(x)
+        c4 = self.layer4(c3)
+        return c3, c4
+
+
+def load_backbone_weights(backbone: DilatedResNet, path: str | Path) -> None:
+    """Load an ImageNet checkpoint into `backbone` with strict key and shape checking.
+
+    Accepts a plain state dict or one wrapped under "state_dict" (semseg's `resnet50_v2.pth` and
+    torchvision's `resnet50-*.pth` alike). The classifier `fc.*` is dropped; any other missing or
+    unexpected key, or a shape mismatch, is a UserError that lists them.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"MODEL.pretrained: no such file '{path}' (see initmodel/README.md)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a corrupt or non-PyTorch file
+        raise UserError(f"MODEL.pretrained: cannot read '{path}' as a PyTorch checkpoint: {exc}") from exc
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise UserError(f"MODEL.pretrained: '{path}' does not hold a state dict")
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    own = backbone.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong_shape = sorted(
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in set(own) & set(state)
+        if state[k].shape != own[k].shape
+    )
+    if missing or unexpected or wrong_shape:
+        hint = ""
+        stem_keys = {"conv2.weight", "conv3.weight"}
+        if stem_keys & set(unexpected):
+            hint = "\nThe file has a deep 3-conv stem: set MODEL.deep_stem true."
+        elif stem_keys & set(missing):
+            hint = "\nThe file has a plain 7x7 stem: set MODEL.deep_stem false."
+        raise UserError(
+            f"MODEL.pretrained: '{path}' does not match the backbone "
+            f"(ResNet, deep_stem={backbone.deep_stem}).\n"
+            f"  missing keys ({len(missing)}): {_short(missing)}\n"
+            f"  unexpected keys ({len(unexpected)}): {_short(unexpected)}\n"
+            f"  shape mismatches ({len(wrong_shape)}): {_short(wrong_shape)}{hint}"
+        )
+    backbone.load_state_dict(state, strict=True)
+
+
+def _short(items: list[str], limit: int = 12) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "") if items else "none"

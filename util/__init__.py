@@ -1,0 +1,1 @@
+"""Shared ground floor: configuration, data, metrics, inference, distributed and I/O helpers."""

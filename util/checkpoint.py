@@ -1,0 +1,49 @@
+"""Checkpoints: written atomically (temporary file, then rename) and loaded safely and strictly."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from util.errors import UserError
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
+    """torch.save to `path` so that a crash never leaves a half-written file under that name."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path, key: str = "TEST.model_path") -> dict[str, Any]:
+    """Read a checkpoint written by tool_train/train.py (weights_only: no code is unpickled)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{key}: checkpoint '{path}' does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(f"{key}: cannot read checkpoint '{path}': {exc}") from exc
+    if not isinstance(state, dict) or "model" not in state:
+        raise UserError(f"{key}: '{path}' is not a checkpoint of tool_train/train.py (no 'model' entry)")
+    return state
+
+
+def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """load_state_dict with strict checking; a mismatch is a UserError that lists the keys."""
+    own = model.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    shapes = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or shapes:
+        raise UserError(
+            f"{source} does not match the model built from the config (MODEL.*, DATA.classes):\n"
+            f"  missing: {missing[:10]}{' ...' if len(missing) > 10 else ''}\n"
+            f"  unexpected: {unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}\n"
+            f"  shape mismatch: {shapes[:10]}{' ...' if len(shapes) > 10 else ''}"
+        )
+    model.load_state_dict(state, strict=True)

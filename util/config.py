@@ -1,0 +1,285 @@
+"""YAML configuration with a fixed schema, `_base_` inheritance and `SECTION.key value` overrides.
+
+Every valid key and its type is listed in DEFAULTS below; a config file only states what differs. Unknown
+keys and values of the wrong type raise a UserError that names the key (and the closest valid one);
+scripts turn it into exit code 2. Float keys also accept fractions written as strings, e.g. "8/255".
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import re
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from util.errors import UserError
+
+# The schema: every key the project reads, with its default. The type of the default is the key's type
+# (an int default also admits nothing but ints; a float default admits ints, floats and "a/b" strings).
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "EXP": {
+        "root": "exp",  # outputs go to <root>/<DATA.name>/<name>/
+        "name": "",  # empty: the config file's stem
+        "seed": 0,
+    },
+    "DATA": {
+        "name": "demo",  # demo | voc2012 | cityscapes | ade20k
+        "data_root": "",
+        "train_list": "list/train.txt",  # relative to data_root
+        "val_list": "list/val.txt",
+        "classes": 7,
+        "ignore_index": 255,
+        "mean": [0.485, 0.456, 0.406],  # ImageNet statistics in [0,1] RGB; applied inside the model
+        "std": [0.229, 0.224, 0.225],
+        "workers": 2,  # data loader processes per training process
+    },
+    "MODEL": {
+        "arch": "pspnet",  # pspnet | deeplabv3
+        "layers": 50,  # 18 | 34 | 50 | 101
+        "deep_stem": True,  # semseg's 3-conv stem; false: torchvision's 7x7 stem
+        "pretrained": "",  # ImageNet backbone file (initmodel/README.md); empty: random init
+        "psp_bins": [1, 2, 3, 6],
+        "aspp_rates": [6, 12, 18],
+        "head_channels": 0,  # 0: the architecture's default (PSPNet 512, DeepLabv3 256)
+        "dropout": 0.1,
+    },
+    "TRAIN": {
+        "epochs": 50,
+        "batch_size": 16,  # global batch, split evenly over the processes
+        "crop_size": [473, 473],  # [h, w]
+        "scale_range": [0.5, 2.0],
+        "rotate_range": [-10.0, 10.0],
+        "rotate_prob": 0.5,
+        "blur_prob": 0.5,
+        "flip_prob": 0.5,
+        "base_lr": 0.01,
+        "head_lr_mult": 10.0,
+        "momentum": 0.9,
+        "weight_decay": 0.0001,
+        "power": 0.9,  # poly decay per iteration
+        "aux_weight": 0.4,
+        "eval_freq": 1,  # validate every N epochs (0: never)
+        "save_freq": 10,  # keep model/epoch_<N>.pth every N epochs (0: only last.pth)
+        "resume": "",  # a checkpoint written by train.py; "auto": <run>/model/last.pth if present
+        "print_freq": 10,  # log a line every N iterations
+    },
+    "TEST": {
+        "model_path": "",  # empty: <run>/model/last.pth
+        "split": "val",  # which DATA list to evaluate: val | train
+        "mode": "slide",  # whole | slide
+        "base_size": 0,  # resize the long side to this before inference (0: keep the size)
+        "crop_size": [473, 473],  # sliding-window crop [h, w]
+        "stride_rate": 0.6666666666666666,
+        "batch_size": 1,
+        "workers": 2,
+        "num_images": 0,  # evaluate only the first N images (0: all)
+        "run_name": "",  # result/<run_name>/; empty: derived from the split and checkpoint
+        "save_pictures": False,  # colour prediction PNGs under result/<run_name>/pictures/
+    },
+    "DIST": {
+        "backend": "auto",  # auto (nccl on GPU, gloo on CPU) | nccl | gloo
+        "sync_bn": "auto",  # auto (SyncBatchNorm with several GPU processes) | true | false
+    },
+}
+
+CHOICES: dict[str, tuple[Any, ...]] = {
+    "DATA.name": ("demo", "voc2012", "cityscapes", "ade20k"),
+    "MODEL.arch": ("pspnet", "deeplabv3"),
+    "MODEL.layers": (18, 34, 50, 101),
+    "TEST.split": ("val", "train"),
+    "TEST.mode": ("whole", "slide"),
+    "DIST.backend": ("auto", "nccl", "gloo"),
+    "DIST.sync_bn": ("auto", "true", "false"),
+}
+
+_FRACTION = re.compile(r"^\s*[-+]?\d+(\.\d*)?\s*/\s*\d+(\.\d*)?\s*$")
+
+
+class Config(dict):
+    """A dict whose keys are also attributes (cfg.MODEL.layers); nested sections are Configs."""
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        self[key] = value
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v.to_dict() if isinstance(v, Config) else copy.deepcopy(v) for k, v in self.items()}
+
+
+def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
+    """Read a YAML config, merge its `_base_` chain over DEFAULTS, apply overrides and check it all.
+
+    overrides: a flat list ["SECTION.key", "value", ...]; each value is parsed as a YAML scalar or list.
+    """
+    path = Path(path)
+    merged = copy.deepcopy(DEFAULTS)
+    _merge(merged, _read_with_bases(path, seen=()), source=str(path))
+    overrides = list(overrides)
+    if len(overrides) % 2:
+        raise UserError(f"overrides come in 'SECTION.key value' pairs; '{overrides[-1]}' has no value")
+    for key, text in zip(overrides[0::2], overrides[1::2]):
+        section, _, name = key.partition(".")
+        if not name:
+            raise UserError(f"override '{key}': write it as SECTION.key, e.g. TRAIN.epochs")
+        value = _parse_scalar(text)
+        _merge(merged, {section: {name: value}}, source="command line")
+    cfg = Config({s: Config(v) for s, v in merged.items()})
+    if not cfg.EXP.name:
+        cfg.EXP.name = path.stem
+    cfg.EXP.config_path = str(path)
+    _check_values(cfg)
+    return cfg
+
+
+def run_dir(cfg: Config) -> Path:
+    """The run's output folder: <EXP.root>/<DATA.name>/<EXP.name>/."""
+    return Path(cfg.EXP.root) / cfg.DATA.name / cfg.EXP.name
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML (loadable again with load_config)."""
+    data = cfg.to_dict()
+    data["EXP"].pop("config_path", None)
+    text = yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
+    Path(path).write_text(f"# resolved from {cfg.EXP.config_path}\n{text}")
+
+
+def _read_with_bases(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    if not path.is_file():
+        raise UserError(f"config file not found: '{path}'")
+    if path.resolve() in seen:
+        raise UserError(f"{path}: _base_ chain loops back to itself")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: the top level must be a mapping of sections")
+    base = data.pop("_base_", None)
+    if base is None:
+        return data
+    base_data = _read_with_bases(path.parent / base, seen + (path.resolve(),))
+    _deep_update(base_data, data)
+    return base_data
+
+
+def _deep_update(into: dict, new: dict) -> None:
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            _deep_update(into[k], v)
+        else:
+            into[k] = v
+
+
+def _merge(into: dict[str, dict], new: dict[str, Any], source: str) -> None:
+    """Merge sections of `new` into the schema-shaped `into`, checking keys and types."""
+    for section, values in new.items():
+        if section not in DEFAULTS:
+            raise UserError(f"{source}: unknown section '{section}'{_suggest(section, DEFAULTS)}")
+        if not isinstance(values, dict):
+            raise UserError(f"{source}: section '{section}' must be a mapping of keys")
+        for key, value in values.items():
+            if key not in DEFAULTS[section]:
+                raise UserError(
+                    f"{source}: unknown key '{section}.{key}'{_suggest(key, DEFAULTS[section], section)}"
+                )
+            into[section][key] = _coerce(f"{section}.{key}", value, DEFAULTS[section][key], source)
+
+
+def _coerce(name: str, value: Any, default: Any, source: str) -> Any:
+    """Return `value` converted to the type of `default`, or raise a UserError naming the key."""
+    kind = type(default)
+
+    def bad(expected: str) -> UserError:
+        return UserError(f"{source}: {name} must be {expected}, got {value!r}")
+
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad("true or false")
+    if kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise bad("an integer")
+    if kind is float:
+        return _to_float(value, bad)
+    if kind is str:
+        if isinstance(value, bool) and name in CHOICES:  # YAML reads true/false as booleans
+            return str(value).lower()
+        if isinstance(value, str):
+            return value
+        raise bad("a string")
+    if kind is list:
+        if name in _SQUARE and isinstance(value, int) and not isinstance(value, bool):
+            value = [value, value]  # a single crop size means a square crop
+        if not isinstance(value, list):
+            raise bad("a list")
+        if name in _FIXED_LENGTH and len(value) != len(default):
+            raise bad(f"a list of {len(default)} numbers")
+        if default and isinstance(default[0], float):
+            return [_to_float(v, bad) for v in value]
+        if default and isinstance(default[0], int):
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+                raise bad("a list of integers")
+        return list(value)
+    raise AssertionError(f"schema default of {name} has unsupported type {kind}")
+
+
+_SQUARE = {"TRAIN.crop_size", "TEST.crop_size"}
+_FIXED_LENGTH = {
+    "DATA.mean", "DATA.std", "TRAIN.crop_size", "TRAIN.scale_range", "TRAIN.rotate_range", "TEST.crop_size",
+}
+
+
+def _to_float(value: Any, bad) -> float:
+    if isinstance(value, bool):
+        raise bad("a number")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str) and _FRACTION.match(value):
+        num, den = (Fraction(p.strip()) for p in value.split("/"))
+        if den == 0:
+            raise bad("a number (division by zero)")
+        return float(num / den)
+    raise bad("a number (or a fraction such as 8/255)")
+
+
+def _parse_scalar(text: str) -> Any:
+    """Parse an override value as YAML (numbers, booleans, lists); anything else stays a string."""
+    try:
+        return yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        return text
+
+
+def _suggest(key: str, valid: Iterable[str], section: str = "") -> str:
+    close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.5)
+    if close:
+        return f"; did you mean '{section + '.' if section else ''}{close[0]}'?"
+    return f"; valid: {', '.join(sorted(valid))}"
+
+
+def _check_values(cfg: Config) -> None:
+    for name, choices in CHOICES.items():
+        section, key = name.split(".")
+        if cfg[section][key] not in choices:
+            raise UserError(f"{name} must be one of {list(choices)}, got {cfg[section][key]!r}")
+    for name in ("TRAIN.crop_size", "TEST.crop_size"):
+        section, key = name.split(".")
+        if any(v < 1 for v in cfg[section][key]):
+            raise UserError(f"{name} must hold positive sizes, got {cfg[section][key]}")
+    lo, hi = cfg.TRAIN.scale_range
+    if not 0 < lo <= hi:
+        raise UserError(f"TRAIN.scale_range must be [min, max] with 0 < min <= max, got {cfg.TRAIN.scale_range}")
+    if cfg.TRAIN.batch_size < 1 or cfg.TRAIN.epochs < 1:
+        raise UserError("TRAIN.batch_size and TRAIN.epochs must be at least 1")
+    if not 0 < cfg.TEST.stride_rate <= 1:
+        raise UserError(f"TEST.stride_rate must be in (0, 1], got {cfg.TEST.stride_rate}")

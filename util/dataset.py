@@ -1,0 +1,175 @@
+"""The list-file dataset (DESIGN.md, Data) and the loaders built on it.
+
+A list file holds one "image label" pair per line, relative to DATA.data_root. Images are read with
+cv2 as RGB; labels with PIL, so 8-bit grey PNGs and palette PNGs both give class ids. A sample is
+(image (3,H,W) float in [0,1], label (H,W) long, index).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from util.errors import UserError
+from util.transform import TrainTransform
+
+README_DATASETS = "README.md, section 'Datasets'"
+
+
+@dataclass(frozen=True)
+class Entry:
+    image: Path
+    label: Path
+    list_file: Path
+    line: int
+
+    def where(self) -> str:
+        return f"{self.list_file}, line {self.line}"
+
+
+def read_list(data_root: str | Path, list_file: str | Path) -> list[Entry]:
+    """Parse a list file (path relative to data_root) and check that every file it names exists."""
+    if not str(data_root):
+        raise UserError(f"DATA.data_root is not set: point it at the prepared dataset (see {README_DATASETS})")
+    root = Path(data_root)
+    if not root.is_dir():
+        raise UserError(f"DATA.data_root '{root}' does not exist (see {README_DATASETS})")
+    path = root / list_file
+    if not path.is_file():
+        raise UserError(f"list file '{path}' does not exist (DATA.train_list/val_list; see {README_DATASETS})")
+    entries = []
+    for number, text in enumerate(path.read_text().splitlines(), start=1):
+        if not text.strip() or text.lstrip().startswith("#"):
+            continue
+        parts = text.split()
+        if len(parts) != 2:
+            raise UserError(f"{path}, line {number}: expected 'image label', got '{text.strip()}'")
+        entry = Entry(root / parts[0], root / parts[1], path, number)
+        for kind, file in (("image", entry.image), ("label", entry.label)):
+            if not file.is_file():
+                raise UserError(f"{entry.where()}: {kind} file '{file}' does not exist")
+        entries.append(entry)
+    if not entries:
+        raise UserError(f"list file '{path}' names no images")
+    return entries
+
+
+def read_image(entry: Entry) -> np.ndarray:
+    """(H, W, 3) uint8 RGB."""
+    image = cv2.imread(str(entry.image), cv2.IMREAD_COLOR)
+    if image is None:
+        raise UserError(f"{entry.where()}: cannot read image '{entry.image}'")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def read_label(entry: Entry, num_classes: int, ignore_index: int) -> np.ndarray:
+    """(H, W) uint8 class ids; any value that is neither a class id nor ignore_index is an error."""
+    try:
+        with Image.open(entry.label) as png:
+            if png.mode not in ("L", "P"):
+                raise UserError(f"{entry.where()}: label '{entry.label}' has mode {png.mode}; "
+                                "labels must be 8-bit single-channel or palette PNGs of class ids")
+            label = np.array(png)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{entry.where()}: cannot read label '{entry.label}': {exc}") from exc
+    bad = np.unique(label[(label >= num_classes) & (label != ignore_index)])
+    if bad.size:
+        raise UserError(f"label '{entry.label}' holds value(s) {bad.tolist()[:10]}, which are neither a class id "
+                        f"(0-{num_classes - 1}) nor {ignore_index} ({entry.where()})")
+    return label
+
+
+class SegDataset(Dataset):
+    """Samples of a list file, optionally augmented by a transform drawn from (seed, epoch, index)."""
+
+    def __init__(self, data_root: str | Path, list_file: str | Path, num_classes: int, ignore_index: int = 255,
+                 transform: Callable | None = None, seed: int = 0) -> None:
+        self.entries = read_list(data_root, list_file)
+        self.num_classes, self.ignore_index = num_classes, ignore_index
+        self.transform, self.seed, self.epoch = transform, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose augmentations __getitem__ draws (loaders re-create workers each epoch)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, index: int):
+        entry = self.entries[index]
+        image = read_image(entry)
+        label = read_label(entry, self.num_classes, self.ignore_index)
+        if image.shape[:2] != label.shape:
+            raise UserError(f"{entry.where()}: image {image.shape[:2]} and label {label.shape} differ in size")
+        if self.transform is not None:
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            image, label = self.transform(image, label, rng)
+        image_t = torch.from_numpy(image).permute(2, 0, 1).float().div_(255)
+        return image_t, torch.from_numpy(label.astype(np.int64)), index
+
+
+class ShardSampler(Sampler[int]):
+    """Every `world`-th index starting at `rank`, shuffled per epoch from (seed, epoch) for training.
+
+    Unlike DistributedSampler it never repeats samples, so evaluation counts each image exactly once;
+    training drops the remainder so every process runs the same number of iterations.
+    """
+
+    def __init__(self, size: int, rank: int, world: int, shuffle: bool, seed: int = 0, drop_last: bool = False):
+        self.size, self.rank, self.world = size, rank, world
+        self.shuffle, self.seed, self.drop_last, self.epoch = shuffle, seed, drop_last, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _indices(self) -> list[int]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+            order = torch.randperm(self.size, generator=g).tolist()
+        else:
+            order = list(range(self.size))
+        if self.drop_last:
+            order = order[: self.size // self.world * self.world]
+        return order[self.rank:: self.world]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._indices())
+
+    def __len__(self) -> int:
+        return len(self._indices())
+
+
+def make_loader(dataset: SegDataset, batch_size: int, workers: int, rank: int, world: int, train: bool,
+                seed: int = 0, pin_memory: bool = False) -> DataLoader:
+    """A DataLoader over this process's shard; training shuffles and drops incomplete batches."""
+    sampler = ShardSampler(len(dataset), rank, world, shuffle=train, seed=seed, drop_last=train)
+    return DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, pin_memory=pin_memory,
+        drop_last=train, collate_fn=None if train else collate_list, persistent_workers=False,
+    )
+
+
+def collate_list(batch):
+    """Evaluation batches keep images of different sizes apart: (list of images, list of labels, indices)."""
+    images, labels, indices = zip(*batch)
+    return list(images), list(labels), list(indices)
+
+
+def build_dataset(cfg, split: str, train: bool) -> SegDataset:
+    """The dataset of DATA.train_list (split "train") or DATA.val_list ("val"), augmented when `train`."""
+    d, t = cfg.DATA, cfg.TRAIN
+    list_file = d.train_list if split == "train" else d.val_list
+    transform = None
+    if train:
+        transform = TrainTransform(
+            crop_size=tuple(t.crop_size), scale_range=tuple(t.scale_range), rotate_range=tuple(t.rotate_range),
+            rotate_prob=t.rotate_prob, blur_prob=t.blur_prob, flip_prob=t.flip_prob,
+            mean_colour=tuple(255 * m for m in d.mean), ignore_index=d.ignore_index,
+        )
+    return SegDataset(d.data_root, list_file, d.classes, d.ignore_index, transform, seed=cfg.EXP.seed)

@@ -1,0 +1,66 @@
+"""Segmentation metrics from one confusion-matrix accumulator (METHOD.md §7).
+
+Ignore pixels are removed before counting. mIoU averages I/U over the classes that occur in the labels or
+the predictions; mAcc averages recall over the classes that occur in the labels; aAcc is pixel accuracy.
+The per-image mean IoU applies the same mIoU rule to each image's own confusion matrix.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def confusion_matrix(pred: torch.Tensor, label: torch.Tensor, num_classes: int, ignore_index: int = 255
+                     ) -> torch.Tensor:
+    """(K, K) int64 counts, rows = true class, columns = predicted class, for any matching shapes."""
+    keep = label != ignore_index
+    y, p = label[keep].long(), pred[keep].long()
+    if y.numel() and (int(y.max()) >= num_classes or int(y.min()) < 0):
+        raise ValueError(f"label values must be in [0, {num_classes}) or {ignore_index}")
+    return torch.bincount(y * num_classes + p, minlength=num_classes ** 2).view(num_classes, num_classes).cpu()
+
+
+def scores(cm: torch.Tensor) -> dict:
+    """mIoU, mAcc, aAcc (fractions in [0,1]) and per-class IoU (None where a class occurs nowhere)."""
+    cm = cm.double()
+    tp = cm.diag()
+    gt, predicted = cm.sum(1), cm.sum(0)
+    union = gt + predicted - tp
+    occurs = union > 0
+    iou = torch.where(occurs, tp / union.clamp(min=1), torch.full_like(tp, float("nan")))
+    total = cm.sum()
+    return {
+        "mIoU": float(iou[occurs].mean()) if occurs.any() else float("nan"),
+        "mAcc": float((tp[gt > 0] / gt[gt > 0]).mean()) if (gt > 0).any() else float("nan"),
+        "aAcc": float(tp.sum() / total) if total > 0 else float("nan"),
+        "per_class_iou": [None if math.isnan(v) else float(v) for v in iou.tolist()],
+    }
+
+
+class SegMetric:
+    """Accumulates a dataset's confusion matrix and each image's mean IoU."""
+
+    def __init__(self, num_classes: int, ignore_index: int = 255) -> None:
+        self.num_classes, self.ignore_index = num_classes, ignore_index
+        self.cm = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+        self.per_image: dict[int, float] = {}  # dataset index -> mean IoU of that image
+
+    def update(self, pred: torch.Tensor, label: torch.Tensor, index: int) -> torch.Tensor:
+        """Add one image (pred and label (H,W)); returns its confusion matrix."""
+        cm = confusion_matrix(pred, label, self.num_classes, self.ignore_index)
+        self.cm += cm
+        self.per_image[int(index)] = scores(cm)["mIoU"]
+        return cm
+
+    def merge(self, other: "SegMetric") -> None:
+        self.cm += other.cm
+        self.per_image.update(other.per_image)
+
+    def summary(self) -> dict:
+        """scores() of the dataset plus "per_image_miou" ordered by dataset index."""
+        out = scores(self.cm)
+        # None for an image whose pixels are all ignored (JSON has no NaN)
+        out["per_image_miou"] = [None if math.isnan(v) else v for _, v in sorted(self.per_image.items())]
+        out["images"] = len(self.per_image)
+        return out
