@@ -15,22 +15,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from tensorboardX import SummaryWriter  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tensorboardX import SummaryWriter
+from tqdm import tqdm
 
-from model import build_model  # noqa: E402
-from util.checkpoint import load_checkpoint, load_model_state, save_checkpoint  # noqa: E402
-from util.config import load_config, run_dir, save_config  # noqa: E402
-from util.dataset import build_dataset, make_loader  # noqa: E402
-from util.demo_data import ensure_demo_data  # noqa: E402
-from util.distributed import (DistEnv, all_reduce_sum, barrier, cleanup, init_distributed,  # noqa: E402
-                              use_sync_bn, wrap_ddp)
-from util.errors import UserError, run_cli  # noqa: E402
-from util.evaluation import evaluate  # noqa: E402
-from util.logger import make_logger  # noqa: E402
+from model import build_model
+from util.checkpoint import load_checkpoint, load_model_state, save_checkpoint
+from util.config import load_config, run_dir, save_config
+from util.dataset import build_dataset, make_loader
+from util.demo_data import ensure_demo_data
+from util.distributed import DistEnv, all_reduce_sum, barrier, cleanup, init_distributed, use_sync_bn, wrap_ddp
+from util.errors import UserError, run_cli
+from util.evaluation import evaluate
+from util.logger import make_logger
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

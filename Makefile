@@ -1,0 +1,34 @@
+# make demo: train and evaluate the demo PSPNet on the generated dataset (about 6 minutes on 2 CPU cores).
+# make test: the fast tests; make test-slow: multi-process and end-to-end tests (CI runs both).
+PY := .venv/bin/python
+PYTHON ?= python3
+
+.PHONY: demo test test-slow venv clean-demo
+
+venv: .venv/.installed
+
+.venv/.installed: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv .venv
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+.venv/.test-installed: requirements-test.txt .venv/.installed
+	$(PY) -m pip install -q -r requirements-test.txt
+	touch $@
+
+demo:
+	@start=$$(date +%s); \
+	$(MAKE) --no-print-directory venv && \
+	PYTHON=$(PY) NPROC=1 sh tool_train/demo/psp_train.sh && \
+	PYTHON=$(PY) NPROC=1 sh tool_test/demo/psp_test.sh && \
+	echo "make demo finished in $$(( $$(date +%s) - start )) s"
+
+test: .venv/.test-installed
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q -m "not slow"
+
+test-slow: .venv/.test-installed
+	$(PY) -m pytest -q -m slow
+
+clean-demo:
+	rm -rf exp/demo data/demo

@@ -1,0 +1,90 @@
+"""End-to-end runs of the training and test scripts on a tiny generated dataset (marked slow)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def run(args: list[str], cwd, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    proc = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def tiny_overrides(tiny_data, exp_root) -> list[str]:
+    return ["DATA.data_root", str(tiny_data), "DATA.workers", "0", "EXP.root", str(exp_root),
+            "MODEL.head_channels", "32", "TRAIN.batch_size", "4", "TRAIN.crop_size", "40", "TRAIN.print_freq", "1",
+            "TEST.batch_size", "2", "TEST.workers", "0"]
+
+
+def test_train_then_test(tmp_path, tiny_data):
+    common = tiny_overrides(tiny_data, tmp_path / "exp")
+    config = str(ROOT / "config/demo/demo_pspnet18.yaml")
+    run([sys.executable, str(ROOT / "tool_train/train.py"), "--config", config, *common,
+         "TRAIN.epochs", "1", "TRAIN.save_freq", "1"], cwd=tmp_path)
+    run_dir = tmp_path / "exp" / "demo" / "demo_pspnet18"
+    assert (run_dir / "model" / "last.pth").is_file() and (run_dir / "model" / "epoch_1.pth").is_file()
+    assert "epoch 1 validation: mIoU" in (run_dir / "train.log").read_text()
+    assert any(p.name.startswith("events.out.tfevents") for p in (run_dir / "tb").iterdir())
+    assert "TRAIN:" in (run_dir / "config.yaml").read_text()
+
+    proc = run([sys.executable, str(ROOT / "tool_test/test.py"), "--config", config, *common,
+                "TEST.save_pictures", "true"], cwd=tmp_path)
+    result = run_dir / "result" / "val_last"
+    metrics = json.loads((result / "metrics.json").read_text())
+    clean = metrics["clean"]
+    assert 0 <= clean["mIoU"] <= 1 and 0 <= clean["aAcc"] <= 1 and clean["images"] == 4
+    assert len(clean["per_class_iou"]) == 7 and len(clean["per_image_miou"]) == 4
+    assert metrics["protocol"]["mode"] == "whole" and metrics["attacks"] == {} and metrics["epoch"] == 1
+    assert metrics["config"]["MODEL"]["head_channels"] == 32
+    assert "| clean |" in (result / "report.md").read_text() and "| clean |" in proc.stdout
+    assert len(list((result / "pictures").glob("*.png"))) == 4
+
+    run([sys.executable, str(ROOT / "tool_test/test.py"), "--config", config, *common, "TEST.num_images", "2"],
+        cwd=tmp_path)
+    again = json.loads((run_dir / "result" / "val_last_2" / "metrics.json").read_text())  # nothing overwritten
+    assert again["clean"]["images"] == 2 and (result / "metrics.json").is_file()
+
+
+def test_resume_reaches_the_same_weights(tmp_path, tiny_data):
+    common = tiny_overrides(tiny_data, tmp_path / "exp") + ["TRAIN.epochs", "2", "TRAIN.eval_freq", "0"]
+    config = str(ROOT / "config/demo/demo_pspnet18.yaml")
+    train = [sys.executable, str(ROOT / "tool_train/train.py"), "--config", config, *common]
+    run(train + ["EXP.name", "straight", "TRAIN.save_freq", "1"], cwd=tmp_path)
+    straight = tmp_path / "exp" / "demo" / "straight" / "model"
+    run(train + ["EXP.name", "resumed", "TRAIN.resume", str(straight / "epoch_1.pth")], cwd=tmp_path)
+    a = torch.load(straight / "last.pth", weights_only=True)
+    b = torch.load(tmp_path / "exp" / "demo" / "resumed" / "model" / "last.pth", weights_only=True)
+    assert a["epoch"] == b["epoch"] == 2
+    first = torch.load(straight / "epoch_1.pth", weights_only=True)
+    assert not torch.equal(first["model"]["head.5.weight"], a["model"]["head.5.weight"])  # epoch 2 trained
+    for key, value in a["model"].items():
+        assert torch.allclose(value.float(), b["model"][key].float(), atol=1e-6), key
+
+
+def test_ddp_two_processes_through_the_launchers(tmp_path, tiny_data):
+    common = tiny_overrides(tiny_data, tmp_path / "exp")
+    run(["sh", str(ROOT / "tool_train/demo/psp_train.sh"), *common, "TRAIN.epochs", "1"], cwd=tmp_path,
+        env_extra={"NPROC": "2", "PYTHON": sys.executable})
+    run_dir = tmp_path / "exp" / "demo" / "demo_pspnet18"
+    assert "2 process(es)" in (run_dir / "train.log").read_text()
+    for nproc in ("2", "1"):
+        run(["sh", str(ROOT / "tool_test/demo/psp_test.sh"), *common, "TEST.run_name", f"np{nproc}"],
+            cwd=tmp_path, env_extra={"NPROC": nproc, "PYTHON": sys.executable})
+    two = json.loads((run_dir / "result" / "np2" / "metrics.json").read_text())["clean"]
+    one = json.loads((run_dir / "result" / "np1" / "metrics.json").read_text())["clean"]
+    assert two == one  # sharded evaluation counts every image exactly once
+
+
+def test_launchers_parse():
+    for launcher in sorted(ROOT.glob("tool_*/*/*.sh")) + [ROOT / "util" / "launch.sh"]:
+        subprocess.run(["sh", "-n", str(launcher)], check=True)

@@ -1,0 +1,67 @@
+"""Metrics against a brute-force count, with absent classes and ignored pixels."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from util.metrics import SegMetric, confusion_matrix, scores
+
+
+def brute_force(preds, labels, k, ignore=255):
+    """mIoU over classes occurring in labels or predictions, mAcc over classes in labels, aAcc, by loops."""
+    inter, gt, pr = [0] * k, [0] * k, [0] * k
+    total = correct = 0
+    for p_img, y_img in zip(preds, labels):
+        for p, y in zip(p_img.flatten().tolist(), y_img.flatten().tolist()):
+            if y == ignore:
+                continue
+            total += 1
+            gt[y] += 1
+            pr[p] += 1
+            if p == y:
+                inter[y] += 1
+                correct += 1
+    ious = [inter[c] / (gt[c] + pr[c] - inter[c]) for c in range(k) if gt[c] + pr[c] > 0]
+    accs = [inter[c] / gt[c] for c in range(k) if gt[c] > 0]
+    return sum(ious) / len(ious), sum(accs) / len(accs), correct / total
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_against_brute_force(seed):
+    g = torch.Generator().manual_seed(seed)
+    k = 6
+    preds, labels = [], []
+    metric = SegMetric(k)
+    for i in range(3):
+        y = torch.randint(0, 4, (9, 11), generator=g)  # classes 4 and 5 never occur in labels...
+        y[torch.rand(9, 11, generator=g) < 0.2] = 255  # ...some pixels are ignored
+        p = torch.randint(0, 5, (9, 11), generator=g)  # ...class 4 occurs only in predictions, 5 nowhere
+        p[y == 255] = 5  # predictions on ignored pixels must not count
+        preds.append(p)
+        labels.append(y)
+        metric.update(p, y, index=i)
+    s = metric.summary()
+    miou, macc, aacc = brute_force(preds, labels, k)
+    assert s["mIoU"] == pytest.approx(miou) and s["mAcc"] == pytest.approx(macc) and s["aAcc"] == pytest.approx(aacc)
+    assert s["per_class_iou"][4] == 0.0  # predicted but never true: IoU 0, counted
+    assert s["per_class_iou"][5] is None  # occurs nowhere: not counted
+    for i in range(3):
+        assert s["per_image_miou"][i] == pytest.approx(brute_force([preds[i]], [labels[i]], k)[0])
+
+
+def test_perfect_and_all_ignored():
+    y = torch.tensor([[0, 1], [2, 255]])
+    s = scores(confusion_matrix(y.clone(), y, 3))
+    assert s["mIoU"] == s["mAcc"] == s["aAcc"] == 1.0
+    empty = scores(confusion_matrix(torch.zeros(2, 2, dtype=torch.long), torch.full((2, 2), 255), 3))
+    assert math.isnan(empty["mIoU"])
+    metric = SegMetric(3)
+    metric.update(torch.zeros(2, 2, dtype=torch.long), torch.full((2, 2), 255), index=0)
+    assert metric.summary()["per_image_miou"] == [None]
+
+
+def test_bad_label_value_raises():
+    with pytest.raises(ValueError, match="label values"):
+        confusion_matrix(torch.zeros(3, dtype=torch.long), torch.tensor([0, 1, 7]), 3)
