@@ -6,8 +6,8 @@ import sys
 
 import pytest
 import yaml
-from conftest import ROOT, write_yaml
 
+from conftest import ROOT, write_yaml
 from util.config import load_config, run_dir, save_config
 from util.errors import UserError
 

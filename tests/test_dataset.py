@@ -8,9 +8,9 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, write_yaml
 from PIL import Image
 
+from conftest import ROOT, write_yaml
 from util.dataset import SegDataset, ShardSampler, read_list
 from util.errors import UserError
 

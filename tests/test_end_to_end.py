@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
+
 from conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -53,6 +57,15 @@ def test_train_then_test(tmp_path, tiny_data):
         cwd=tmp_path)
     again = json.loads((run_dir / "result" / "val_last_2" / "metrics.json").read_text())  # nothing overwritten
     assert again["clean"]["images"] == 2 and (result / "metrics.json").is_file()
+
+    broken = tmp_path / "broken"  # a bad label stops the evaluation cleanly and leaves no result folder
+    shutil.copytree(tiny_data, broken)
+    Image.fromarray(np.full((48, 48), 9, np.uint8), mode="L").save(broken / "SegmentationClass" / "val_00003.png")
+    proc = subprocess.run([sys.executable, str(ROOT / "tool_test/test.py"), "--config", config, *common,
+                           "DATA.data_root", str(broken), "TEST.run_name", "broken"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2 and "holds value(s) [9]" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (run_dir / "result" / "broken").exists()
 
 
 def test_resume_reaches_the_same_weights(tmp_path, tiny_data):

@@ -9,6 +9,7 @@ TEST.save_pictures, colour prediction PNGs. A second evaluation never overwrites
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -36,6 +37,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--config", required=True, help="YAML config, e.g. config/demo/demo_pspnet18.yaml")
     parser.add_argument("overrides", nargs=argparse.REMAINDER, help="SECTION.key value pairs")
     return parser.parse_args(argv)
+
+
+def write_results(cfg, result_dir: Path, model_path: Path, epoch: int | None, clean: dict, seconds: float) -> None:
+    """metrics.json and report.md of one evaluation (DESIGN.md, Outputs); prints the table."""
+    payload = {
+        "config": cfg.to_dict(),
+        "model_path": str(model_path),
+        "epoch": epoch,
+        "protocol": {"split": cfg.TEST.split, "images": clean["images"], **inference_settings(cfg)},
+        "clean": clean,
+        "attacks": {},
+        "worst_case": None,
+        "seconds": round(seconds, 1),
+    }
+    write_json(payload, result_dir / "metrics.json")
+    table = report_table([{"name": "clean", **clean}])
+    names = class_names(cfg.DATA.name, cfg.DATA.classes)
+    (result_dir / "report.md").write_text(
+        f"# {cfg.EXP.name}: evaluation of {model_path}\n\n"
+        f"{clean['images']} images of the {cfg.TEST.split} split, inference {cfg.TEST.mode}.\n\n"
+        f"{table}\n\n## Per-class IoU (clean)\n\n{per_class_table(names, clean['per_class_iou'])}\n")
+    print(table)
+    print(f"wrote {result_dir / 'metrics.json'} and report.md in {seconds:.0f} s")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -74,29 +98,16 @@ def main(argv: list[str] | None = None) -> None:
         def on_prediction(index: int, pred: torch.Tensor) -> None:
             save_colour_label(pred.numpy(), colours, result_dir / "pictures" / f"{entries[index].image.stem}.png")
 
-    start = time.time()
-    clean = evaluate(model, loader, cfg, env, desc="clean", on_prediction=on_prediction).summary()
-    seconds = time.time() - start
+    try:
+        start = time.time()
+        clean = evaluate(model, loader, cfg, env, desc="clean", on_prediction=on_prediction).summary()
+        seconds = time.time() - start
+    except BaseException:
+        if env.is_main:  # nothing half-written: a failed evaluation leaves no result folder
+            shutil.rmtree(result_dir, ignore_errors=True)
+        raise
     if env.is_main:
-        payload = {
-            "config": cfg.to_dict(),
-            "model_path": str(model_path),
-            "epoch": state.get("epoch"),
-            "protocol": {"split": cfg.TEST.split, "images": clean["images"], **inference_settings(cfg)},
-            "clean": clean,
-            "attacks": {},
-            "worst_case": None,
-            "seconds": round(seconds, 1),
-        }
-        write_json(payload, result_dir / "metrics.json")
-        table = report_table([{"name": "clean", **clean}])
-        names = class_names(cfg.DATA.name, cfg.DATA.classes)
-        (result_dir / "report.md").write_text(
-            f"# {cfg.EXP.name}: evaluation of {model_path}\n\n"
-            f"{clean['images']} images of the {cfg.TEST.split} split, inference {cfg.TEST.mode}.\n\n"
-            f"{table}\n\n## Per-class IoU (clean)\n\n{per_class_table(names, clean['per_class_iou'])}\n")
-        print(table)
-        logger.info(f"wrote {result_dir / 'metrics.json'} and report.md in {seconds:.0f} s")
+        write_results(cfg, result_dir, model_path, state.get("epoch"), clean, seconds)
     cleanup(env)
 
 

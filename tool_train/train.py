@@ -106,30 +106,29 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     cfg = load_config(args.config, args.overrides)
     env = init_distributed(cfg.DIST.backend)
-    out_dir = run_dir(cfg)
-    if env.is_main:
-        (out_dir / "model").mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out_dir / "config.yaml")
-    logger = make_logger("train", out_dir / "train.log", enabled=env.is_main)
     t = cfg.TRAIN
     if t.batch_size % env.world:
         raise UserError(f"TRAIN.batch_size {t.batch_size} must be divisible by the {env.world} processes")
-    logger.info(f"run folder {out_dir}; {env.world} process(es) on {env.device.type}")
-
+    # Check the data before anything is written to the run folder.
     if env.is_main:
-        ensure_demo_data(cfg, logger)
+        ensure_demo_data(cfg, make_logger("train", None))
     barrier(env)
     train_set = build_dataset(cfg, "train", train=True)
     val_set = build_dataset(cfg, "val", train=False)
-    per_process = t.batch_size // env.world
     if len(train_set) < t.batch_size:
         raise UserError(f"TRAIN.batch_size {t.batch_size} exceeds the {len(train_set)} training images")
+
+    out_dir = run_dir(cfg)
+    per_process = t.batch_size // env.world
     pin = env.device.type == "cuda"
     train_loader = make_loader(train_set, per_process, cfg.DATA.workers, env.rank, env.world, True, cfg.EXP.seed, pin)
     val_loader = make_loader(val_set, cfg.TEST.batch_size, cfg.DATA.workers, env.rank, env.world, False)
 
     torch.manual_seed(cfg.EXP.seed)  # identical initial weights on every process
-    model = build_model(cfg).to(env.device)
+    model = build_model(cfg)
+    if use_sync_bn(cfg.DIST.sync_bn, env):
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model.to(env.device)
     optimizer = build_optimizer(model, cfg)
     max_iter = t.epochs * len(train_loader)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: max(1 - it / max_iter, 0.0) ** t.power)
@@ -143,8 +142,16 @@ def main(argv: list[str] | None = None) -> None:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch = state["epoch"] + 1
-        logger.info(f"resumed from {resume} after epoch {state['epoch']}")
-    net = wrap_ddp(model, env, use_sync_bn(cfg.DIST.sync_bn, env))
+
+    # Inputs are all checked: now the run folder is written.
+    if env.is_main:
+        (out_dir / "model").mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out_dir / "config.yaml")
+    logger = make_logger("train", out_dir / "train.log", enabled=env.is_main)
+    logger.info(f"run folder {out_dir}; {env.world} process(es) on {env.device.type}")
+    if resume:
+        logger.info(f"resumed from {resume} after epoch {start_epoch - 1}")
+    net = wrap_ddp(model, env)  # `net` trains; `model` (the same weights) is validated and saved
     writer = SummaryWriter(str(out_dir / "tb")) if env.is_main else None
     logger.info(f"{len(train_set)} training images, {len(val_set)} validation images, "
                 f"{len(train_loader)} iterations per epoch, {max_iter} in all")

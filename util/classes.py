@@ -29,7 +29,7 @@ def class_names(dataset: str, num_classes: int) -> list[str]:
 
 
 def palette(dataset: str) -> np.ndarray:
-    """(256, 3) uint8 colours for label pictures; the ignore id 255 is drawn white."""
+    """(256, 3) uint8 colours for label pictures of `dataset` (VOC's colour map; ignore 255 drawn white)."""
     colours = voc_palette(256)
     colours[255] = (255, 255, 255)
     return colours

@@ -53,12 +53,10 @@ def use_sync_bn(setting: str, env: DistEnv) -> bool:
     return setting == "true"
 
 
-def wrap_ddp(model: nn.Module, env: DistEnv, sync_bn: bool) -> nn.Module:
+def wrap_ddp(model: nn.Module, env: DistEnv) -> nn.Module:
     """DistributedDataParallel around `model` when world > 1; the model itself otherwise."""
     if not env.distributed:
         return model
-    if sync_bn:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     ids = [env.local_rank] if env.device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
