@@ -8,7 +8,6 @@ TEST.save_pictures, colour prediction PNGs. A second evaluation never overwrites
 """
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import time
@@ -22,7 +21,7 @@ from torch.utils.data import Subset
 from model import build_model
 from util.checkpoint import load_checkpoint, load_model_state
 from util.classes import class_names, palette
-from util.config import load_config, run_dir
+from util.config import config_from_cli, run_dir
 from util.dataset import build_dataset, make_loader
 from util.demo_data import ensure_demo_data
 from util.distributed import all_gather_objects, barrier, cleanup, init_distributed
@@ -30,13 +29,6 @@ from util.errors import run_cli
 from util.evaluation import evaluate, inference_settings
 from util.logger import make_logger
 from util.results import new_result_dir, per_class_table, report_table, save_colour_label, write_json
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Evaluate a segmentation model.")
-    parser.add_argument("--config", required=True, help="YAML config, e.g. config/demo/demo_pspnet18.yaml")
-    parser.add_argument("overrides", nargs=argparse.REMAINDER, help="SECTION.key value pairs")
-    return parser.parse_args(argv)
 
 
 def write_results(cfg, result_dir: Path, model_path: Path, epoch: int | None, clean: dict, seconds: float) -> None:
@@ -63,8 +55,7 @@ def write_results(cfg, result_dir: Path, model_path: Path, epoch: int | None, cl
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    cfg = load_config(args.config, args.overrides)
+    cfg = config_from_cli("Evaluate a segmentation model.", argv)
     env = init_distributed(cfg.DIST.backend)
     out_dir = run_dir(cfg)
     model_path = Path(cfg.TEST.model_path or out_dir / "model" / "last.pth")

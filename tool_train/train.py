@@ -8,7 +8,6 @@ config, a resumed run reaches the same weights as an uninterrupted one.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -23,20 +22,13 @@ from tqdm import tqdm
 
 from model import build_model
 from util.checkpoint import load_checkpoint, load_model_state, save_checkpoint
-from util.config import load_config, run_dir, save_config
+from util.config import config_from_cli, run_dir, save_config
 from util.dataset import build_dataset, make_loader
 from util.demo_data import ensure_demo_data
 from util.distributed import DistEnv, all_reduce_sum, barrier, cleanup, init_distributed, use_sync_bn, wrap_ddp
 from util.errors import UserError, run_cli
 from util.evaluation import evaluate
 from util.logger import make_logger
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Train a segmentation model.")
-    parser.add_argument("--config", required=True, help="YAML config, e.g. config/demo/demo_pspnet18.yaml")
-    parser.add_argument("overrides", nargs=argparse.REMAINDER, help="SECTION.key value pairs")
-    return parser.parse_args(argv)
 
 
 def seed_epoch(seed: int, epoch: int, rank: int) -> None:
@@ -103,8 +95,7 @@ def train_epoch(net, loader, optimizer, scheduler, cfg, env: DistEnv, bar: tqdm,
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    cfg = load_config(args.config, args.overrides)
+    cfg = config_from_cli("Train a segmentation model (clean training).", argv)
     env = init_distributed(cfg.DIST.backend)
     t = cfg.TRAIN
     if t.batch_size % env.world:

@@ -6,6 +6,7 @@ scripts turn it into exit code 2. Float keys also accept fractions written as st
 """
 from __future__ import annotations
 
+import argparse
 import copy
 import difflib
 import re
@@ -137,6 +138,15 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
     cfg.EXP.config_path = str(path)
     _check_values(cfg)
     return cfg
+
+
+def config_from_cli(description: str, argv: list[str] | None = None) -> Config:
+    """The scripts' command line: `--config PATH [SECTION.key value ...]` -> the loaded config."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", required=True, help="YAML config, e.g. config/demo/demo_pspnet18.yaml")
+    parser.add_argument("overrides", nargs=argparse.REMAINDER, help="SECTION.key value pairs")
+    args = parser.parse_args(argv)
+    return load_config(args.config, args.overrides)
 
 
 def run_dir(cfg: Config) -> Path:
