@@ -17,7 +17,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
-import torch.nn.functional as F
 
 from model import build_model
 from util.config import load_config
@@ -25,6 +24,7 @@ from util.dataset import build_dataset, make_loader
 from util.demo_data import ensure_demo_data
 from util.errors import run_cli
 from util.logger import make_logger
+from util.loss import segmentation_loss
 
 
 def main() -> None:
@@ -56,8 +56,9 @@ def main() -> None:
         images, labels = images.to(device), labels.to(device)
         start = time.perf_counter()
         out = model(images, return_dict=True)
-        loss = F.cross_entropy(out["out"], labels, ignore_index=cfg.DATA.ignore_index) + \
-            cfg.TRAIN.aux_weight * F.cross_entropy(out["aux"], labels, ignore_index=cfg.DATA.ignore_index)
+        ignore = cfg.DATA.ignore_index
+        loss = segmentation_loss(out["out"], labels, ignore) + \
+            cfg.TRAIN.aux_weight * segmentation_loss(out["aux"], labels, ignore)
         opt.zero_grad()
         loss.backward()
         opt.step()

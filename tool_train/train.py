@@ -16,7 +16,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
@@ -29,17 +28,12 @@ from util.distributed import DistEnv, all_reduce_sum, barrier, cleanup, init_dis
 from util.errors import UserError, run_cli
 from util.evaluation import evaluate
 from util.logger import make_logger
+from util.loss import segmentation_loss
 
 
 def seed_epoch(seed: int, epoch: int, rank: int) -> None:
     """Seed torch (dropout, random ops) from (seed, epoch, rank), so a resumed epoch repeats exactly."""
     torch.manual_seed(int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0]))
-
-
-def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int) -> torch.Tensor:
-    """Mean cross-entropy over non-ignored pixels (0, not NaN, when every pixel is ignored)."""
-    total = F.cross_entropy(logits, labels, ignore_index=ignore_index, reduction="sum")
-    return total / (labels != ignore_index).sum().clamp(min=1)
 
 
 def build_optimizer(model, cfg) -> torch.optim.SGD:

@@ -1,0 +1,14 @@
+"""The training loss shared by the training script and the benchmarks."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """Mean cross-entropy over non-ignored pixels (0, not NaN, when every pixel is ignored).
+
+    logits (N,K,H,W), labels (N,H,W) long.
+    """
+    total = F.cross_entropy(logits, labels, ignore_index=ignore_index, reduction="sum")
+    return total / (labels != ignore_index).sum().clamp(min=1)
