@@ -43,3 +43,11 @@ TEST: {{mode: whole, batch_size: 2, workers: 0}}
 """)
         return load_config(path, list(overrides))
     return make
+
+
+@pytest.fixture(scope="session")
+def trained_tiny(tiny_data):
+    """A TinySeg trained for a few seconds on tiny_data (eval mode) and the validation images and labels."""
+    from tiny_models import train_tiny
+    model, val = train_tiny(tiny_data)
+    return model, torch.stack([v[0] for v in val]), torch.stack([v[1] for v in val])

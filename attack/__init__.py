@@ -1,0 +1,16 @@
+"""Adversarial attacks on semantic segmentation models: `build_attack(name, model, **params)`.
+
+Every attack works on any nn.Module that maps images (N,3,H,W) in [0,1] to logits (N,K,H,W); RP-PGD also needs
+`model(x, return_dict=True)["feat"]`. See attack/base.py for the call contract.
+"""
+from attack.apgd import APGD, apgd_checkpoints
+from attack.base import Attack, AttackResult, StepRecord
+from attack.cospgd import CosPGD
+from attack.pgd import BIM, FGSM, PGD
+from attack.registry import ATTACKS, attack_parameters, build_attack
+from attack.rppgd import RPPGD, RPPGDPlusPlus
+from attack.sea import SEA, worst_case_miou
+from attack.segpgd import SegPGD
+
+__all__ = ["APGD", "ATTACKS", "Attack", "AttackResult", "BIM", "CosPGD", "FGSM", "PGD", "RPPGD", "RPPGDPlusPlus",
+           "SEA", "SegPGD", "StepRecord", "apgd_checkpoints", "attack_parameters", "build_attack", "worst_case_miou"]

@@ -1,0 +1,45 @@
+"""RP-PGD's region state (METHOD.md §4): True, Boundary and False pixels, kept across attack steps.
+
+- FALSE: wrong on the start image x_0.
+- BOUNDARY: correct on x_0 and wrong on some later iterate; sticky.
+- TRUE: correct on every iterate so far.
+- IGNORED: ignore_index pixels, in no region (the release variant puts them in FALSE instead).
+Correctness is judged on the iterate at which the step's gradient is taken, so each step costs one forward.
+"""
+from __future__ import annotations
+
+import torch
+
+from attack.losses import masked_mean
+
+TRUE, BOUNDARY, FALSE, IGNORED = 0, 1, 2, 255
+REGION_NAMES = {TRUE: "true", BOUNDARY: "boundary", FALSE: "false", IGNORED: "ignored"}
+
+
+def initial_regions(correct: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """(N,H,W) uint8 from correctness on x_0: TRUE where correct, FALSE where wrong, IGNORED outside `valid`."""
+    regions = torch.where(correct, TRUE, FALSE).to(torch.uint8)
+    return torch.where(valid, regions, torch.full_like(regions, IGNORED))
+
+
+def update_regions(regions: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
+    """TRUE pixels that are wrong on the current iterate become BOUNDARY; every other pixel keeps its region."""
+    return torch.where((regions == TRUE) & ~correct, torch.full_like(regions, BOUNDARY), regions)
+
+
+def region_weights(step: int, steps: int, variant: str) -> tuple[float, float, float]:
+    """(lambda_T, lambda_B, lambda_F) at step t = `step` (1-based) of T = `steps`.
+
+    described: 1 - t/(2T), (t-1)/(2T), 1/(2T) (they sum to 1).
+    release:   the same formulas with the 0-based index i = t-1 (lambda_B is negative at i = 0, where B is empty).
+    """
+    i = step if variant == "described" else step - 1
+    return 1.0 - i / (2 * steps), (i - 1) / (2 * steps), 1.0 / (2 * steps)
+
+
+def region_loss(ce: torch.Tensor, regions: torch.Tensor, weights: tuple[float, float, float], per_image: bool
+                ) -> torch.Tensor:
+    """lT * mean_T CE + lB * mean_B CE + lF * mean_F CE, an empty region adding 0; (N,) or a scalar."""
+    l_t, l_b, l_f = weights
+    return (l_t * masked_mean(ce, regions == TRUE, per_image) + l_b * masked_mean(ce, regions == BOUNDARY, per_image)
+            + l_f * masked_mean(ce, regions == FALSE, per_image))

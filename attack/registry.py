@@ -1,0 +1,56 @@
+"""`build_attack(name, model, **params)`: every attack by its registry name (DESIGN.md, Attack)."""
+from __future__ import annotations
+
+import inspect
+from typing import Callable
+
+from torch import nn
+
+from attack.apgd import APGD
+from attack.base import Attack
+from attack.cospgd import CosPGD
+from attack.pgd import BIM, FGSM, PGD
+from attack.rppgd import RPPGD, RPPGDPlusPlus
+from attack.sea import SEA
+from attack.segpgd import SegPGD
+
+
+def _apgd(loss: str) -> Callable[..., APGD]:
+    def make(model: nn.Module, **params) -> APGD:
+        return APGD(model, loss=loss, **params)
+    make.__signature__ = inspect.signature(APGD).replace(  # type: ignore[attr-defined]
+        parameters=[p for p in inspect.signature(APGD).parameters.values() if p.name != "loss"])
+    return make
+
+
+ATTACKS: dict[str, Callable[..., Attack]] = {
+    "fgsm": FGSM,
+    "bim": BIM,
+    "pgd": PGD,
+    "segpgd": SegPGD,
+    "cospgd": CosPGD,
+    "rppgd": RPPGD,
+    "rppgd++": RPPGDPlusPlus,
+    "apgd-ce": _apgd("ce"),
+    "apgd-mce": _apgd("mce"),
+    "apgd-mce-bal": _apgd("mce-bal"),
+    "apgd-js": _apgd("js"),
+    "sea": SEA,
+}
+
+
+def attack_parameters(name: str) -> dict[str, object]:
+    """The keyword parameters of attack `name` with their defaults."""
+    if name not in ATTACKS:
+        raise ValueError(f"unknown attack {name!r}; choose one of {', '.join(ATTACKS)}")
+    sig = inspect.signature(ATTACKS[name])
+    return {p.name: p.default for p in sig.parameters.values() if p.name != "model"}
+
+
+def build_attack(name: str, model: nn.Module, **params) -> Attack:
+    """Build attack `name` on `model`; unknown names or parameters raise ValueError listing the valid ones."""
+    allowed = attack_parameters(name)
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise ValueError(f"{name} has no parameter {', '.join(unknown)}; its parameters are {', '.join(allowed)}")
+    return ATTACKS[name](model, **params)

@@ -1,0 +1,119 @@
+"""SEA, the Segmentation Ensemble Attack (Croce et al., ECCV 2024), METHOD.md §5, and the dataset-level
+worst case over several attacks.
+
+One APGD run per loss (default MCE, MCE-Bal, JS), each split into stages of 30%/30%/40% of `steps` at radii
+2eps, 1.5eps, eps; a stage starts from the projection of the previous stage's lowest-accuracy point onto its
+own ball. Per image the loss whose result has the lowest pixel accuracy wins.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from attack.apgd import APGD, LOSSES
+from attack.base import Attack, AttackResult, Recorder, check_choice, keep_best, project, uniform_start
+
+RADII = (2.0, 1.5, 1.0)
+FRACTIONS = (0.3, 0.3, 0.4)
+
+
+def stage_steps(steps: int) -> list[int]:
+    """Steps of the three stages: 30%, 30% and the rest (each at least 1)."""
+    first = [max(1, round(f * steps)) for f in FRACTIONS[:-1]]
+    return first + [steps - sum(first)]
+
+
+class SEA(Attack):
+    name = "sea"
+
+    def __init__(self, model: nn.Module, eps: float = 8 / 255, steps: int = 300,
+                 losses: Sequence[str] = ("mce", "mce-bal", "js"), random_start: bool = True,
+                 class_counts: Sequence[float] | None = None, class_weights: Sequence[float] | None = None,
+                 seed: int | None = None, ignore_index: int = 255) -> None:
+        super().__init__(model, eps=eps, alpha=None, steps=steps, random_start=random_start, seed=seed,
+                         ignore_index=ignore_index, best=True)
+        if steps < len(RADII) + 2:
+            raise ValueError(f"steps must be >= {len(RADII) + 2} for SEA's three stages; got {steps}")
+        if not losses:
+            raise ValueError(f"losses must name at least one of {', '.join(LOSSES)}")
+        for loss in losses:
+            check_choice("losses", loss, LOSSES)
+        self.losses = tuple(losses)
+        self.runs = [APGD(model, eps=eps, steps=steps, loss=loss, random_start=random_start,
+                          class_counts=class_counts if loss == "mce-bal" else None,
+                          class_weights=class_weights if loss == "mce-bal" else None, seed=seed,
+                          ignore_index=ignore_index) for loss in self.losses]
+
+    def params(self) -> dict:
+        out = {k: v for k, v in super().params().items() if k not in ("alpha", "norm", "best")}
+        out["losses"] = list(self.losses)
+        for run in self.runs:
+            if run.class_weights is not None:
+                out["class_weights"] = run.params()["class_weights"]
+        out["stages"] = [{"radius": r * self.eps, "steps": s} for r, s in zip(RADII, stage_steps(self.steps))]
+        return out
+
+    def objective(self, out, labels, step, state):  # each APGD run has its own loss
+        raise NotImplementedError("SEA has no loss of its own")
+
+    def _attack(self, x_nat: torch.Tensor, labels: torch.Tensor, records: Recorder) -> AttackResult:
+        best_x, best_acc = None, None
+        for run in self.runs:
+            # the first stage starts from a random point of its own (larger) ball
+            x = uniform_start(x_nat, RADII[0] * self.eps, self._generator(x_nat.device)) if self.random_start \
+                else x_nat.clone()
+            for radius, steps in zip(RADII, stage_steps(self.steps)):
+                r = radius * self.eps
+                x, acc = run.optimise(x_nat, project(x, x_nat, r, "linf"), labels, r, steps, records,
+                                      stage=f"{run.loss}@{radius:g}eps")
+            if best_x is None:
+                best_x, best_acc = x, acc
+            else:
+                best_x, best_acc = keep_best(best_x, best_acc, x, acc)
+        return AttackResult(adv=best_x)
+
+
+def _miou(tp: torch.Tensor, gt: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
+    """mIoU over the classes that occur, for (..., K) counts."""
+    union = gt + pred - tp
+    occurs = union > 0
+    iou = torch.where(occurs, tp / union.clamp(min=1), torch.zeros_like(tp))
+    return iou.sum(-1) / occurs.sum(-1).clamp(min=1)
+
+
+def worst_case_miou(confusions: torch.Tensor) -> tuple[list[int], float]:
+    """Greedy dataset-level worst case over attacks.
+
+    confusions: (A,N,K,K) per-image confusion matrices of A attacks on the same N images (rows = true class).
+    Each image starts with the attack that gives it the lowest pixel accuracy; then single images are switched
+    to another attack, each time the switch that lowers the dataset mIoU most, while the mIoU drops.
+    Returns (attack index per image, the resulting dataset mIoU as a fraction).
+    """
+    cm = torch.as_tensor(confusions).double()
+    if cm.dim() != 4 or cm.shape[2] != cm.shape[3]:
+        raise ValueError(f"confusions must have shape (A,N,K,K); got {tuple(cm.shape)}")
+    a_count, n = cm.shape[:2]
+    tp = cm.diagonal(dim1=2, dim2=3)                        # (A,N,K)
+    gt, pred = cm.sum(3), cm.sum(2)
+    acc = tp.sum(2) / cm.sum((2, 3)).clamp(min=1)           # (A,N)
+    choice = acc.argmin(0)                                  # first attack among ties
+    images = torch.arange(n)
+
+    def totals(ch: torch.Tensor):
+        return tp[ch, images].sum(0), gt[ch, images].sum(0), pred[ch, images].sum(0)
+
+    t, g, p = totals(choice)
+    current = float(_miou(t, g, p))
+    for _ in range(a_count * n):
+        # dataset counts after switching image i to attack a, for every (a, i) at once: (A,N,K)
+        new = _miou(t + tp - tp[choice, images], g + gt - gt[choice, images], p + pred - pred[choice, images])
+        flat = int(new.argmin())
+        a, i = divmod(flat, n)
+        if float(new[a, i]) >= current - 1e-12:
+            break
+        choice[i] = a
+        t, g, p = totals(choice)
+        current = float(_miou(t, g, p))
+    return choice.tolist(), current
