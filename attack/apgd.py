@@ -52,6 +52,8 @@ class APGD(Attack):
         self.class_weights = None
         if class_counts is not None and class_weights is not None:
             raise ValueError("give class_counts or class_weights, not both")
+        if loss != "mce-bal" and (class_counts is not None or class_weights is not None):
+            raise ValueError(f"class_counts and class_weights only apply to loss 'mce-bal', not {loss!r}")
         if class_counts is not None:
             self.class_weights = class_weights_from_counts(class_counts)
         elif class_weights is not None:
@@ -64,7 +66,7 @@ class APGD(Attack):
     def params(self) -> dict:
         out = {k: v for k, v in super().params().items() if k not in ("alpha", "norm", "best")}
         if self.class_weights is not None:
-            out["class_weights"] = [round(float(w), 6) for w in self.class_weights]
+            out["class_weights"] = [float(w) for w in self.class_weights]
         return out
 
     def config(self) -> dict:

@@ -29,7 +29,7 @@ class StepRecord:
     step: int
     loss: float        # the objective at this iterate (mean over images, or the batch value when pooled)
     pixel_acc: float   # correct / valid pixels over the batch (agreement with the target when targeted)
-    step_size: float | None = None  # APGD's mean step size before this iterate's update
+    step_size: float | None = None  # APGD: the mean step size that produced this iterate
     stage: str = ""    # SEA: which loss and radius produced the record
 
 

@@ -53,7 +53,8 @@ def segpgd_weights(logits: torch.Tensor, labels: torch.Tensor, step: int, steps:
     """
     lam = (step - 1) / (2 * steps)
     correct = logits.detach().argmax(1) == labels
-    w = torch.where(correct, 1.0 - lam, lam).to(logits.dtype)
+    w = torch.where(correct, torch.tensor(1.0 - lam, dtype=logits.dtype, device=logits.device),
+                    torch.tensor(lam, dtype=logits.dtype, device=logits.device))
     return w * valid_mask(labels, ignore_index)
 
 
@@ -126,8 +127,8 @@ def class_weights_from_counts(counts: Sequence[float] | torch.Tensor) -> torch.T
     A class with no training pixels gets the weight of the rarest class that has pixels.
     """
     n = torch.as_tensor(counts, dtype=torch.float64)
-    if n.dim() != 1 or (n < 0).any() or not (n > 0).any():
-        raise ValueError("class_counts must be a 1-D list of non-negative pixel counts with at least one > 0")
+    if n.dim() != 1 or not torch.isfinite(n).all() or (n < 0).any() or not (n > 0).any():
+        raise ValueError("class_counts must be a 1-D list of finite, non-negative pixel counts with at least one > 0")
     inv = torch.where(n > 0, 1.0 / n.clamp(min=1), torch.zeros_like(n))
     inv = torch.where(n > 0, inv, inv.max())
     return (inv / inv.mean()).float()

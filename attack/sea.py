@@ -52,8 +52,11 @@ class SEA(Attack):
         for run in self.runs:
             if run.class_weights is not None:
                 out["class_weights"] = run.params()["class_weights"]
-        out["stages"] = [{"radius": r * self.eps, "steps": s} for r, s in zip(RADII, stage_steps(self.steps))]
         return out
+
+    def stages(self) -> list[dict]:
+        """Each stage's radius and steps (the same for every loss)."""
+        return [{"radius": r * self.eps, "steps": s} for r, s in zip(RADII, stage_steps(self.steps))]
 
     def objective(self, out, labels, step, state):  # each APGD run has its own loss
         raise NotImplementedError("SEA has no loss of its own")

@@ -1,6 +1,7 @@
 """End-to-end runs of the training and test scripts on a tiny generated dataset (marked slow)."""
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -101,3 +102,30 @@ def test_ddp_two_processes_through_the_launchers(tmp_path, tiny_data):
 def test_launchers_parse():
     for launcher in sorted(ROOT.glob("tool_*/*/*.sh")) + [ROOT / "util" / "launch.sh"]:
         subprocess.run(["sh", "-n", str(launcher)], check=True)
+
+
+def test_convergence_study(tmp_path, tiny_data):
+    common = tiny_overrides(tiny_data, tmp_path / "exp")
+    config = str(ROOT / "config/demo/demo_pspnet18.yaml")
+    run([sys.executable, str(ROOT / "tool_train/train.py"), "--config", config, *common, "TRAIN.epochs", "1"],
+        cwd=tmp_path)
+    proc = run([sys.executable, str(ROOT / "tool_test/convergence.py"), "--config", config, "--images", "2",
+                "--steps", "1,2", "--apgd-steps", "3", "--sea-steps", "5", *common], cwd=tmp_path)
+    out = tmp_path / "exp" / "demo" / "demo_pspnet18" / "result" / "convergence"
+    rows = list(csv.DictReader(open(out / "convergence.csv")))
+    results = {(r["name"], int(r["budget"])) for r in rows if r["kind"] == "result"}
+    for name in ("bim", "pgd", "segpgd", "cospgd", "rppgd", "rppgd++"):
+        assert {(name, 1), (name, 2)} <= results
+    assert {("apgd-ce", 3), ("apgd-mce-bal", 3), ("sea", 5)} <= results
+    pgd_steps = sorted(int(r["step"]) for r in rows if r["name"] == "pgd" and r["budget"] == "2"
+                       and r["kind"] == "iterate")
+    assert pgd_steps == [0, 1, 2]  # mIoU after every step, the start included
+    # PGD's last iterate is what it returns, so its "after step T" and result rows agree
+    last = [r["mIoU"] for r in rows if r["name"] == "pgd" and r["budget"] == "2" and r["step"] == "2"]
+    assert len(last) == 2 and last[0] == last[1]
+    table = (out / "convergence.md").read_text()
+    assert "| PGD |" in table and "region loss only" in table and "| SEA" in table and "| T=2 |" in table
+    assert "| PGD |" in proc.stdout
+    metrics = json.loads((out / "convergence.json").read_text())
+    assert all(0 <= a["mIoU"] <= 1 for a in metrics["attacks"])
+    assert (tmp_path / "exp" / "demo" / "class_counts.json").is_file()

@@ -1,0 +1,453 @@
+"""APGD's schedule and step-size rule, SEA's stages and ensemble, and the dataset-level worst case (METHOD.md §5)."""
+from __future__ import annotations
+
+import itertools
+import math
+from fractions import Fraction
+
+import pytest
+import torch
+import torch.nn.functional as F
+from tiny_models import TinySeg
+from torch import nn
+
+from attack import APGD, SEA, apgd_checkpoints, worst_case_miou
+from attack.apgd import checkpoint_fractions
+from attack.base import Recorder, project
+from attack.sea import RADII, stage_steps
+from util.metrics import scores
+
+# ---- checkpoints -----------------------------------------------------------------------------------------
+
+def exact_fractions() -> list[Fraction]:
+    """p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06) while <= 1, in exact arithmetic."""
+    p = [Fraction(0), Fraction(22, 100)]
+    while True:
+        nxt = p[-1] + max(p[-1] - p[-2] - Fraction(3, 100), Fraction(6, 100))
+        if nxt > 1:
+            return p
+        p.append(nxt)
+
+
+def test_checkpoint_fractions_follow_method():
+    expected = [0, 0.22, 0.41, 0.57, 0.70, 0.80, 0.87, 0.93, 0.99]
+    assert [float(f) for f in exact_fractions()] == pytest.approx(expected, abs=1e-12)
+    assert checkpoint_fractions() == pytest.approx(expected, abs=1e-9)
+
+
+def test_checkpoints_of_100_steps():
+    assert apgd_checkpoints(100) == [22, 41, 57, 70, 80, 87, 93, 99]
+
+
+@pytest.mark.parametrize("steps", list(range(1, 41)) + [50, 99, 100, 101, 300, 1000])
+def test_checkpoints_for_any_step_count(steps):
+    marks = apgd_checkpoints(steps)
+    assert marks == sorted(set(marks)) and marks and all(1 <= m <= steps for m in marks)
+    assert marks == sorted({math.ceil(p * steps) for p in exact_fractions()[1:]})
+
+
+# ---- a model whose maximiser is known --------------------------------------------------------------------
+
+class Bowl(nn.Module):
+    """Two classes; logit_0 - logit_1 = scale * ||x_p - c_p||^2 - bias at each pixel p.
+
+    CE for label 0 is softplus(bias - scale * ||x_p - c_p||^2): maximal, softplus(bias), exactly at x = c, and
+    a pixel is misclassified only within ||x_p - c_p||^2 < bias / scale of c."""
+
+    def __init__(self, c: torch.Tensor, scale: float = 100.0, bias: float = 0.01) -> None:
+        super().__init__()
+        self.register_buffer("c", c)
+        self.scale, self.bias = scale, bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d2 = ((x - self.c) ** 2).sum(1)
+        return torch.stack([self.scale * d2, torch.full_like(d2, self.bias)], 1)
+
+
+def bowl_problem(n: int, seed: int, eps: float = 0.1):
+    g = torch.Generator().manual_seed(seed)
+    x = 0.2 + 0.6 * torch.rand(n, 3, 3, 3, generator=g)
+    c = x + eps * (1.2 * torch.rand(n, 3, 3, 3, generator=g) - 0.6)  # strictly inside the eps ball
+    return Bowl(c), x, torch.zeros(n, 3, 3, dtype=torch.long)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_apgd_reaches_the_known_maximiser(seed):
+    eps = 0.1
+    model, x, y = bowl_problem(2, seed, eps)
+    atk = APGD(model, eps=eps, steps=100, loss="ce", random_start=False)
+    res = atk.run(x, y)
+    best = F.softplus(torch.tensor(model.bias)).item()
+    losses = [r.loss for r in res.trace]
+    assert len(res.trace) == 101 and [r.step for r in res.trace] == list(range(101))
+    assert max(losses) <= best + 1e-6
+    assert losses[-1] == pytest.approx(best, abs=1e-4)
+    assert losses[0] < best - 0.1  # the start is far from the maximum
+    # the returned image is the lowest-accuracy iterate: here one where every pixel is within the small
+    # misclassified bowl around c, so close to the maximiser
+    adv = res.adv
+    assert (adv - x).abs().max() <= eps + 1e-6
+    assert (model(adv).argmax(1) == 1).all()
+    assert (adv - model.c).abs().max() < 0.01
+    assert min(r.pixel_acc for r in res.trace) == 0
+
+
+def test_apgd_step_size_halves_only_after_checkpoints():
+    eps = 0.1
+    model, x, y = bowl_problem(1, 3, eps)
+    res = APGD(model, eps=eps, steps=100, loss="ce", random_start=False).run(x, y)
+    sizes = [r.step_size for r in res.trace]
+    marks = set(apgd_checkpoints(100))
+    assert sizes[0] == pytest.approx(2 * eps)
+    changes = [j for j in range(100) if sizes[j + 1] != sizes[j]]
+    assert changes, "the iterate oscillates around c, so the step must be halved"
+    for j in changes:
+        assert j in marks, f"step size changed after iteration {j}, not a checkpoint"
+        assert sizes[j + 1] * 2 == sizes[j], f"not an exact halving after iteration {j}"
+    assert sizes[-1] < sizes[0] / 8  # halved several times while converging
+
+
+def reference_apgd(model: nn.Module, x_nat: torch.Tensor, eps: float, steps: int):
+    """APGD for one image written out from METHOD.md §5 / Croce & Hein 2020, CE for label 0 at every pixel.
+    Returns the loss and step size of every iterate."""
+    marks = {math.ceil(p * steps) for p in exact_fractions()[1:]}
+
+    def loss_grad(x):
+        x = x.clone().requires_grad_(True)
+        loss = F.cross_entropy(model(x), torch.zeros(x.shape[0], *x.shape[2:], dtype=torch.long))
+        (g,) = torch.autograd.grad(loss, x)
+        return loss.item(), g
+
+    def proj(v):
+        return torch.min(torch.max(v, x_nat - eps), x_nat + eps).clamp(0, 1)
+
+    eta = 2 * eps
+    x = x_nat.clone()
+    loss, g = loss_grad(x)
+    losses, etas = [loss], [eta]
+    best, x_best, g_best = loss, x, g
+    x_prev, loss_prev, rises, last, reduced_last, best_last = x, loss, 0, 0, True, best
+    for k in range(steps):
+        z = proj(x + eta * g.sign())
+        x_new = z if k == 0 else proj(x + 0.75 * (z - x) + 0.25 * (x - x_prev))
+        x_prev, x = x, x_new
+        loss, g = loss_grad(x)
+        losses.append(loss)
+        etas.append(eta)
+        rises += loss > loss_prev
+        loss_prev = loss
+        if loss > best:
+            best, x_best, g_best = loss, x, g
+        if k + 1 in marks:
+            reduce = rises < 0.75 * (k + 1 - last) or (not reduced_last and best <= best_last)
+            if reduce:
+                eta, x, x_prev, g = eta / 2, x_best, x_best, g_best
+            reduced_last, best_last, rises, last = reduce, best, 0, k + 1
+    return losses, etas
+
+
+@pytest.mark.parametrize("seed,steps", [(4, 30), (5, 100)])
+def test_apgd_matches_a_reference_loop(seed, steps):
+    """Momentum, projection, checkpoints, halving and the reset to the best point, iterate by iterate (float64)."""
+    eps = 0.1
+    model, x, y = bowl_problem(1, seed, eps)
+    model = model.double()
+    x = x.double()
+    res = APGD(model, eps=eps, steps=steps, loss="ce", random_start=False).run(x, y)
+    losses, etas = reference_apgd(model, x, eps, steps)
+    assert [r.loss for r in res.trace] == pytest.approx(losses, rel=1e-6)  # the trace stores float32 losses
+    assert [r.step_size for r in res.trace] == pytest.approx(etas, rel=1e-12)
+    assert len(set(etas)) > 2
+
+
+# ---- the step-size rule, driven by a scripted loss sequence ----------------------------------------------
+
+class Scripted(nn.Module):
+    """Per image, the loss at the k-th forward is softplus(script[i, k] + 1e-3 * sum_c x_c): the script sets the
+    loss sequence APGD sees (the x term only gives a gradient, sign +1 everywhere). Records every input."""
+
+    def __init__(self, script: torch.Tensor) -> None:
+        super().__init__()
+        self.script, self.calls, self.inputs = script, 0, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.inputs.append(x.detach().clone())
+        a = self.script[:, self.calls].to(x.dtype).view(-1, 1, 1)
+        self.calls += 1
+        d = a + 1e-3 * x.sum(1)
+        return torch.stack([torch.zeros_like(d), d], 1)  # CE(label 0) = softplus(d)
+
+
+EPS = 0.05
+
+
+def run_script(rows: list[list[float]], steps: int = 100):
+    script = torch.tensor(rows, dtype=torch.float64)
+    assert script.shape[1] == steps + 1
+    model = Scripted(script)
+    n = script.shape[0]
+    x = torch.full((n, 3, 2, 2), 0.5)
+    res = APGD(model, eps=EPS, steps=steps, loss="ce", random_start=False).run(x, torch.zeros(n, 2, 2).long())
+    assert model.calls == steps + 1
+    return [r.step_size for r in res.trace], model.inputs
+
+
+def halvings(sizes: list[float]) -> list[int]:
+    """Iterations after which the (single image's) step size was halved."""
+    out = []
+    for j in range(len(sizes) - 1):
+        if sizes[j + 1] != sizes[j]:
+            assert sizes[j + 1] == pytest.approx(sizes[j] / 2, rel=1e-6)
+            out.append(j)
+    return out
+
+
+def window(values: list[float], start: float, rises: int, length: int, step: float = 0.1) -> list[float]:
+    """`values` plus `length` loss values after `start`: `rises` increases of `step`, then decreases of step/10."""
+    out, v = [], start
+    for i in range(length):
+        v = v + step if i < rises else v - step / 10
+        out.append(v)
+    return values + out
+
+
+def test_loss_rising_at_every_step_keeps_the_step_size():
+    sizes, inputs = run_script([[0.1 * k for k in range(101)]])
+    assert halvings(sizes) == []
+    assert sizes == pytest.approx([2 * EPS] * 101)
+    # the first update is a plain signed step of 2 eps (no momentum), projected to the corner of the ball
+    assert torch.allclose(inputs[1], torch.tensor(0.5 + EPS))
+    assert torch.allclose(inputs[-1], torch.tensor(0.5 + EPS))  # and kept there
+
+
+def test_loss_falling_at_every_step_halves_at_every_checkpoint_and_resets_to_the_best_point():
+    sizes, inputs = run_script([[-0.1 * k for k in range(101)]])
+    assert halvings(sizes) == apgd_checkpoints(100)
+    # the best loss is at the start x_0 = 0.5: after the halving at 22 the next iterate is one momentum-free step
+    # of the new size (eps) from x_0, 0.5 + 0.75 * eps, not a step from the corner where the iterate was
+    assert torch.allclose(inputs[22], torch.tensor(0.5 + EPS))
+    assert torch.allclose(inputs[23], torch.tensor(0.5 + 0.75 * EPS))
+
+
+@pytest.mark.parametrize("rises,halved", [(22, False), (17, False), (16, True), (0, True)])
+def test_first_checkpoint_needs_75_percent_rising_steps(rises, halved):
+    """22 steps before the first checkpoint: 17 rises (77%) keep the step, 16 (73%) halve it."""
+    values = window([0.0], 0.0, rises, 22, step=0.1)
+    values += [values[-1] + 0.1 * (k + 1) for k in range(100 - 22)]  # rising afterwards: no later halving
+    sizes, _ = run_script([values])
+    assert halvings(sizes) == ([22] if halved else [])
+
+
+@pytest.mark.parametrize("rises,halved", [(12, False), (11, True)])
+def test_exactly_75_percent_rising_is_not_fewer(rises, halved):
+    """Second window, 41 -> 57, has 16 steps: 12 rises are exactly 75%, not 'fewer than 75%' (METHOD.md §5)."""
+    values = [0.1 * k for k in range(42)]  # never halved at 22 or 41
+    values = window(values, values[-1], rises, 16, step=0.1)
+    values += [values[-1] + 0.1 * (k + 1) for k in range(100 - 57)]
+    sizes, _ = run_script([values])
+    assert halvings(sizes) == ([57] if halved else [])
+
+
+def test_no_improvement_of_the_best_loss_halves_even_when_the_loss_rises():
+    """Window 22 -> 41: a deep drop, then 18 rises that stay below the best loss -> halved at 41 (stalled)."""
+    values = [0.1 * k for k in range(23)]
+    best = values[-1]
+    values += [best - 5 + 0.1 * (k + 1) for k in range(41 - 22)]
+    assert max(values[23:]) < best
+    values += [values[-1] + 10 + 0.1 * k for k in range(100 - 41)]  # then new records: no more halving
+    sizes, _ = run_script([values])
+    assert halvings(sizes) == [41]
+
+
+def test_stall_is_not_tested_at_the_first_checkpoint():
+    """The same pattern before the first checkpoint (rises, but below the start's loss) keeps the step."""
+    values = [0.0] + [-5 + 0.1 * (k + 1) for k in range(22)]
+    assert max(values[1:]) < values[0]
+    values += [values[-1] + 10 + 0.1 * k for k in range(100 - 22)]
+    sizes, _ = run_script([values])
+    assert halvings(sizes) == []
+
+
+def test_no_stall_right_after_a_halving():
+    """Halved at 22; window 22 -> 41 rises but never beats the best: the step size changed, so not stalled."""
+    values = [0.0] + [-0.1 * (k + 1) for k in range(22)]  # falls: halved at 22
+    values += [values[-1] + 0.01 * (k + 1) for k in range(41 - 22)]  # rises, stays below 0.0
+    assert max(values[1:]) < values[0]
+    values += [values[-1] + 10 + 0.1 * k for k in range(100 - 41)]
+    sizes, _ = run_script([values])
+    assert halvings(sizes) == [22]
+
+
+def test_step_size_is_per_image():
+    """Image 0's loss always rises, image 1's always falls: only image 1's step is halved."""
+    sizes, inputs = run_script([[0.1 * k for k in range(101)], [-0.1 * k for k in range(101)]])
+    marks = apgd_checkpoints(100)
+    for j, s in enumerate(sizes):
+        halved = sum(m < j for m in marks)
+        assert s == pytest.approx((2 * EPS + 2 * EPS / 2 ** halved) / 2, rel=1e-6)
+    assert torch.allclose(inputs[23][0], torch.tensor(0.5 + EPS))
+    assert torch.allclose(inputs[23][1], torch.tensor(0.5 + 0.75 * EPS))
+
+
+# ---- SEA -------------------------------------------------------------------------------------------------
+
+COUNTS = [400, 200, 100, 50, 25, 10, 5]
+
+
+def test_stage_steps():
+    assert stage_steps(300) == [90, 90, 120]
+    for steps in range(5, 60):
+        parts = stage_steps(steps)
+        assert len(parts) == 3 and sum(parts) == steps and min(parts) >= 1
+
+
+def test_sea_rejects_too_few_steps():
+    with pytest.raises(ValueError, match="steps"):
+        SEA(TinySeg(), steps=4, class_counts=COUNTS)
+
+
+@pytest.fixture(scope="module")
+def sea_problem():
+    torch.manual_seed(0)
+    model = TinySeg(classes=7, width=8).eval()
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(2, 3, 16, 16, generator=g)
+    with torch.no_grad():
+        y = model(x).argmax(1)  # every valid pixel starts correct
+    y[:, :3] = 255
+    return model, x, y
+
+
+def pixel_acc(model, x, y):
+    with torch.no_grad():
+        pred = model(x).argmax(1)
+    valid = y != 255
+    return ((pred == y) & valid).flatten(1).sum(1).double() / valid.flatten(1).sum(1)
+
+
+def test_sea_output_within_eps_and_range(sea_problem):
+    model, x, y = sea_problem
+    eps = 0.03
+    adv = SEA(model, eps=eps, steps=6, class_counts=COUNTS, seed=1)(x, y)
+    assert adv.shape == x.shape and adv.dtype == x.dtype
+    assert (adv - x).abs().max() <= eps + 1e-6
+    assert adv.min() >= 0 and adv.max() <= 1
+    assert (pixel_acc(model, adv, y) < 1).all()
+
+
+def test_sea_keeps_per_image_the_best_of_its_apgd_runs(sea_problem):
+    """Rebuild SEA's three staged APGD runs by hand; per image SEA must give the lowest pixel accuracy of them."""
+    model, x, y = sea_problem
+    eps, steps = 0.02, 6
+    losses = ("mce", "mce-bal", "js")
+    res = SEA(model, eps=eps, steps=steps, losses=losses, class_counts=COUNTS, random_start=False).run(x, y)
+    finals = []
+    for loss in losses:
+        apgd = APGD(model, eps=eps, steps=steps, loss=loss, random_start=False,
+                    class_counts=COUNTS if loss == "mce-bal" else None)
+        xi = x.clone()
+        for radius, n in zip(RADII, stage_steps(steps)):
+            xi, _ = apgd.optimise(x, project(xi, x, radius * eps, "linf"), y, radius * eps, n, Recorder())
+        finals.append(xi)
+    accs = torch.stack([pixel_acc(model, xi, y) for xi in finals])  # (losses, N)
+    sea_acc = pixel_acc(model, res.adv, y)
+    assert (sea_acc <= accs.min(0).values + 1e-12).all()
+    torch.testing.assert_close(sea_acc, accs.min(0).values, rtol=0, atol=0)
+    # the runs differ, so keeping the wrong one would be seen
+    assert (accs.max(0).values > accs.min(0).values).any()
+
+
+def test_sea_trace_stages(sea_problem):
+    """Per loss, three stages at 2, 1.5 and 1 eps, each starting from a full-size step; with one image, SEA's
+    pixel accuracy is the lowest one recorded in the final (eps) stages."""
+    model, x, y = sea_problem
+    x, y = x[:1], y[:1]
+    eps, steps = 0.02, 7
+    res = SEA(model, eps=eps, steps=steps, class_counts=COUNTS, random_start=False).run(x, y)
+    expected_stages = [f"{loss}@{r:g}eps" for loss in ("mce", "mce-bal", "js") for r in RADII]
+    stages = list(dict.fromkeys(r.stage for r in res.trace))
+    assert stages == expected_stages
+    for stage, (factor, n) in zip(stages, list(zip(RADII, stage_steps(steps))) * 3):
+        recs = [r for r in res.trace if r.stage == stage]
+        assert len(recs) == n + 1
+        assert recs[0].step_size == pytest.approx(2 * factor * eps)
+    final = min(r.pixel_acc for r in res.trace if r.stage.endswith("@1eps"))
+    assert pixel_acc(model, res.adv, y).item() == pytest.approx(final, abs=1e-12)
+    assert (res.adv - x).abs().max() <= eps + 1e-6
+
+
+# ---- worst-case mIoU over attacks ------------------------------------------------------------------------
+
+def miou_of(cms: torch.Tensor, choice) -> float:
+    """Dataset mIoU (util.metrics.scores) when image i takes attack choice[i]; cms (A,N,K,K)."""
+    total = sum(cms[a, i] for i, a in enumerate(choice))
+    return scores(total)["mIoU"]
+
+
+def lowest_accuracy_choice(cms: torch.Tensor) -> list[int]:
+    a_count, n = cms.shape[:2]
+    choice = []
+    for i in range(n):
+        accs = []
+        for a in range(a_count):
+            total = int(cms[a, i].sum())
+            accs.append(int(cms[a, i].trace()) / total if total else 0.0)
+        choice.append(accs.index(min(accs)))
+    return choice
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_worst_case_against_brute_force(seed):
+    g = torch.Generator().manual_seed(seed)
+    a_count, n, k = 3, 4, 3
+    cms = torch.randint(0, 6, (a_count, n, k, k), generator=g)
+    cms[:, :, 2] = torch.where(torch.rand(a_count, n, 1, generator=g) < 0.5, 0, cms[:, :, 2])  # class 2 often absent
+    choice, miou = worst_case_miou(cms)
+    assert len(choice) == n and all(0 <= a < a_count for a in choice)
+    assert miou == pytest.approx(miou_of(cms, choice), abs=1e-12)
+    start = miou_of(cms, lowest_accuracy_choice(cms))
+    optimum = min(miou_of(cms, c) for c in itertools.product(range(a_count), repeat=n))
+    assert optimum - 1e-12 <= miou <= start + 1e-12
+    # a start from which no single switch lowers the mIoU is returned as it is
+    start_choice = lowest_accuracy_choice(cms)
+    if all(miou_of(cms, start_choice[:i] + [a] + start_choice[i + 1:]) >= start - 1e-12
+           for i in range(n) for a in range(a_count)):
+        assert choice == start_choice
+    # greedy stops only where no single switch lowers the mIoU
+    for i in range(n):
+        for a in range(a_count):
+            switched = list(choice)
+            switched[i] = a
+            assert miou_of(cms, switched) >= miou - 1e-12
+
+
+def test_worst_case_switches_away_from_the_lowest_accuracy_attack():
+    """Image 0: attack 0 has the lower pixel accuracy (0.5 < 0.67) but attack 1 erases class 1, which lowers the
+    dataset mIoU from 0.533 to 0.409; image 1 is the same under both attacks."""
+    img1 = torch.tensor([[10, 0], [0, 0]])
+    cms = torch.stack([torch.stack([torch.tensor([[2, 6], [0, 4]]), img1]),
+                       torch.stack([torch.tensor([[8, 0], [4, 0]]), img1])])
+    assert lowest_accuracy_choice(cms) == [0, 0]
+    assert miou_of(cms, [0, 0]) == pytest.approx((12 / 18 + 4 / 10) / 2)
+    choice, miou = worst_case_miou(cms)
+    assert choice == [1, 0]
+    assert miou == pytest.approx((18 / 22 + 0.0) / 2)
+
+
+def test_worst_case_starts_from_the_lowest_accuracy_attacks():
+    """The lowest-accuracy choice [0, 0] (accuracies 1/4 < 3/9 and 4/9 < 3/6) is a local minimum, mIoU
+    (3/11 + 2/10)/2; the global minimum [1, 1], (1/10 + 5/14)/2, needs two switches: greedy stays at the start."""
+    cms = torch.tensor([[[[1, 0], [3, 0]], [[2, 3], [2, 2]]],
+                        [[[1, 3], [3, 2]], [[0, 1], [2, 3]]]])
+    assert lowest_accuracy_choice(cms) == [0, 0]
+    assert miou_of(cms, [1, 1]) == pytest.approx((1 / 10 + 5 / 14) / 2)
+    choice, miou = worst_case_miou(cms)
+    assert choice == [0, 0]
+    assert miou == pytest.approx((3 / 11 + 2 / 10) / 2)
+
+
+def test_worst_case_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="A,N,K,K"):
+        worst_case_miou(torch.zeros(2, 3, 4))
+    with pytest.raises(ValueError, match="A,N,K,K"):
+        worst_case_miou(torch.zeros(2, 3, 4, 5))

@@ -1,0 +1,211 @@
+"""Convergence study: mIoU after each step of every attack on a fixed validation subset.
+
+    python tool_test/convergence.py --config config/demo/demo_pspnet18.yaml [--images 16] [--eps 0.03]
+        [--alpha 0.01] [--steps 1,2,3,5,10,20] [--apgd-steps 100] [--sea-steps 300] [--only pgd,rppgd++]
+        [SECTION.key value ...]
+
+Loads TEST.model_path (default: the run's model/last.pth) and attacks the first --images images of DATA.val_list
+whole (TEST.mode whole), in batches of TEST.batch_size, on one process. The PGD family (BIM, PGD, SegPGD, CosPGD,
+RP-PGD and RP-PGD++ in both variants, and RP-PGD++ with the region loss only) runs once per budget T in
+--steps, since SegPGD's and RP-PGD's schedules depend on T; APGD with each loss and SEA run at their own budgets.
+Writes <run>/result/convergence/: convergence.csv (mIoU after every step of every run, and each run's result),
+convergence.md (the tables) and convergence.json (every attack's parameters and scores).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+from torch.utils.data import Subset
+from tqdm import tqdm
+
+from attack import build_attack
+from model import build_model
+from util.checkpoint import load_checkpoint, load_model_state
+from util.class_counts import class_pixel_counts
+from util.config import load_config, run_dir, save_config
+from util.dataset import build_dataset, make_loader
+from util.demo_data import ensure_demo_data
+from util.errors import UserError, run_cli
+from util.evaluation import same_size_groups
+from util.logger import make_logger
+from util.metrics import confusion_matrix, scores
+from util.results import new_result_dir, write_json
+
+
+@dataclass
+class Row:
+    """One line of the tables: an attack with fixed parameters, run at one or more budgets."""
+    label: str
+    name: str
+    params: dict
+    budgets: list[int]
+    group: str                       # "pgd family", "ablation" or "apgd"
+    per_step: dict = field(default_factory=dict)   # (budget, step) -> confusion matrix of the iterate
+    result: dict = field(default_factory=dict)     # budget -> confusion matrix of the returned images
+    configs: dict = field(default_factory=dict)    # budget -> attack.config()
+    seconds: dict = field(default_factory=dict)    # budget -> attack time
+
+
+def study_rows(args, counts: list[int]) -> list[Row]:
+    pgd = {"eps": args.eps, "alpha": args.alpha}
+    steps = args.steps
+    rows = [
+        Row("BIM", "bim", pgd, steps, "pgd family"),
+        Row("PGD", "pgd", pgd, steps, "pgd family"),
+        Row("SegPGD", "segpgd", pgd, steps, "pgd family"),
+        Row("CosPGD", "cospgd", pgd, steps, "pgd family"),
+        Row("RP-PGD (described)", "rppgd", pgd, steps, "pgd family"),
+        Row("RP-PGD (release)", "rppgd", {**pgd, "variant": "release"}, steps, "pgd family"),
+        Row("RP-PGD++ (described)", "rppgd++", pgd, steps, "pgd family"),
+        Row("RP-PGD++ (release)", "rppgd++", {**pgd, "variant": "release"}, steps, "pgd family"),
+        Row("RP-PGD++ region loss only", "rppgd++", {**pgd, "w_inter": 0.0, "w_intra": 0.0}, steps, "ablation"),
+    ]
+    for loss in ("ce", "mce", "mce-bal", "js"):
+        extra = {"class_counts": counts} if loss == "mce-bal" else {}
+        rows.append(Row(f"APGD-{loss.upper()}", f"apgd-{loss}", {"eps": args.eps, **extra}, [args.apgd_steps], "apgd"))
+    rows.append(Row("SEA (MCE, MCE-Bal, JS)", "sea", {"eps": args.eps, "class_counts": counts}, [args.sea_steps],
+                    "apgd"))
+    if args.only:
+        rows = [r for r in rows if r.name in args.only]
+        if not rows:
+            raise UserError(f"--only {','.join(args.only)} selects no attack")
+    return rows
+
+
+def percent(cm: torch.Tensor) -> str:
+    return f"{100 * scores(cm)['mIoU']:.2f}"
+
+
+def tables(rows: list[Row], clean_cm: torch.Tensor, args, images: int, model_path: Path) -> str:
+    steps = args.steps
+    head = "| attack | " + " | ".join(f"T={t}" for t in steps) + " |"
+    sep = "|---" * (len(steps) + 1) + "|"
+    family = [r for r in rows if r.group in ("pgd family", "ablation")]
+    lines = [f"# Convergence study: {model_path}", "",
+             f"{images} validation images, whole-image attacks, eps {args.eps:g}, clean mIoU {percent(clean_cm)}.",
+             "", f"## mIoU (%) after T steps (PGD family, alpha {args.alpha:g}; one run per T)", "", head, sep]
+    lines += [f"| {r.label} | " + " | ".join(percent(r.result[t]) for t in steps) + " |" for r in family]
+    apgd = [r for r in rows if r.group == "apgd"]
+    if apgd:
+        lines += ["", "## APGD and SEA at their own budgets", "", "| attack | steps | mIoU (%) |", "|---|---|---|"]
+        lines += [f"| {r.label} | {r.budgets[0]} | {percent(r.result[r.budgets[0]])} |" for r in apgd]
+    names = {r.label: r for r in family}
+    ablation = [("region loss only", "RP-PGD++ region loss only"), ("+ inter-class term (= RP-PGD)",
+                "RP-PGD (described)"), ("+ intra-class term (= RP-PGD++)", "RP-PGD++ (described)")]
+    if all(label in names for _, label in ablation):
+        lines += ["", "## Ablation of RP-PGD++ (described variant), mIoU (%)", "", head.replace("attack", "terms"),
+                  sep]
+        lines += [f"| {text} | " + " | ".join(percent(names[label].result[t]) for t in steps) + " |"
+                  for text, label in ablation]
+    return "\n".join(lines) + "\n"
+
+
+def parse(argv: list[str] | None):
+    p = argparse.ArgumentParser(description="mIoU after each step of every attack on a fixed validation subset.")
+    p.add_argument("--config", required=True)
+    p.add_argument("--images", type=int, default=16, help="the first N images of DATA.val_list")
+    p.add_argument("--eps", type=float, default=0.03)
+    p.add_argument("--alpha", type=float, default=0.01)
+    p.add_argument("--steps", default="1,2,3,5,10,20", help="budgets T of the PGD family")
+    p.add_argument("--apgd-steps", type=int, default=100)
+    p.add_argument("--sea-steps", type=int, default=300)
+    p.add_argument("--only", default="", help="comma-separated registry names to run (default: all)")
+    p.add_argument("overrides", nargs=argparse.REMAINDER, help="SECTION.key value pairs")
+    args = p.parse_args(argv)
+    try:
+        args.steps = sorted({int(s) for s in args.steps.split(",")})
+    except ValueError as exc:
+        raise UserError(f"--steps must be comma-separated integers, got '{args.steps}'") from exc
+    args.only = [s for s in args.only.split(",") if s]
+    if args.images < 1:
+        raise UserError("--images must be >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(argv)
+    cfg = load_config(args.config, args.overrides)
+    if cfg.TEST.mode != "whole":
+        raise UserError(f"the convergence study attacks whole images; set TEST.mode whole (got '{cfg.TEST.mode}')")
+    torch.manual_seed(cfg.EXP.seed)
+    out_dir = run_dir(cfg)
+    model_path = Path(cfg.TEST.model_path or out_dir / "model" / "last.pth")
+    state = load_checkpoint(model_path)
+    model = build_model(cfg)
+    load_model_state(model, state["model"], f"checkpoint '{model_path}'")
+    model.eval()
+    logger = make_logger("convergence", None)
+    ensure_demo_data(cfg, logger)
+    dataset = build_dataset(cfg, "val", train=False)
+    dataset = Subset(dataset, range(min(args.images, len(dataset))))
+    loader = make_loader(dataset, cfg.TEST.batch_size, cfg.TEST.workers, 0, 1, train=False)
+    batches = [(x, torch.stack(ys), idx) for images, labels, indices in loader
+               for x, ys, idx in same_size_groups(images, labels, indices)]
+    rows = study_rows(args, class_pixel_counts(cfg))
+    k = cfg.DATA.classes
+
+    def cm_of(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return confusion_matrix(logits.argmax(1), y, k, cfg.DATA.ignore_index)
+
+    with torch.no_grad():
+        clean_cm = sum(cm_of(model(x), y) for x, y, _ in batches)
+    result_dir = new_result_dir(out_dir / "result", "convergence")
+    try:
+        runs = [(row, t) for row in rows for t in row.budgets]
+        for row, t in tqdm(runs, desc="attacks"):
+            for x, y, _ in batches:
+                atk = build_attack(row.name, model, steps=t, seed=cfg.EXP.seed, **row.params)
+                row.configs[t] = atk.config()
+
+                def on_iterate(step: int, logits: torch.Tensor, row=row, t=t, y=y) -> None:
+                    key = (t, step)
+                    row.per_step[key] = row.per_step.get(key, 0) + cm_of(logits, y)
+
+                start = time.time()
+                adv = atk.run(x, y, trace=False, on_iterate=None if row.name == "sea" else on_iterate).adv
+                row.seconds[t] = row.seconds.get(t, 0.0) + time.time() - start
+                with torch.no_grad():
+                    row.result[t] = row.result.get(t, 0) + cm_of(model(adv), y)
+            logger.info(f"{row.label} T={t}: mIoU {percent(row.result[t])} ({row.seconds[t]:.0f} s)")
+        write_outputs(result_dir, rows, clean_cm, args, len(dataset), model_path, cfg)
+    except BaseException:
+        shutil.rmtree(result_dir, ignore_errors=True)  # nothing half-written
+        raise
+    print((result_dir / "convergence.md").read_text())
+    print(f"wrote {result_dir}")
+
+
+def write_outputs(result_dir: Path, rows: list[Row], clean_cm, args, images: int, model_path: Path, cfg) -> None:
+    with open(result_dir / "convergence.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["attack", "name", "budget", "step", "kind", "mIoU", "mAcc", "aAcc"])
+        w.writerow(["clean", "clean", 0, 0, "result", *fmt(clean_cm)])
+        for r in rows:
+            for (t, step), cm in sorted(r.per_step.items()):
+                w.writerow([r.label, r.name, t, step, "iterate", *fmt(cm)])
+            for t, cm in sorted(r.result.items()):
+                w.writerow([r.label, r.name, t, t, "result", *fmt(cm)])
+    (result_dir / "convergence.md").write_text(tables(rows, clean_cm, args, images, model_path))
+    payload = {"model_path": str(model_path), "images": images, "clean": scores(clean_cm),
+               "attacks": [{"label": r.label, "budget": t, "config": r.configs[t], "seconds": round(r.seconds[t], 1),
+                            **{k: v for k, v in scores(r.result[t]).items()}} for r in rows for t in r.budgets]}
+    write_json(payload, result_dir / "convergence.json")
+    save_config(cfg, result_dir / "config.yaml")
+
+
+def fmt(cm: torch.Tensor) -> list[str]:
+    s = scores(cm)
+    return [f"{s['mIoU']:.6f}", f"{s['mAcc']:.6f}", f"{s['aAcc']:.6f}"]
+
+
+if __name__ == "__main__":
+    run_cli(main)
