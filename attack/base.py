@@ -18,7 +18,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from attack.losses import check_labels, valid_mask
+from attack.losses import check_labels, predictions, valid_mask
 
 NORMS = ("linf", "l2")
 
@@ -243,7 +243,7 @@ class Attack:
         """Per image accuracy (N,) over valid pixels (0 for an all-ignored image) and correct/valid counts (2,)."""
         target = self.targets(labels)
         valid = valid_mask(target, self.ignore_index)
-        correct = (logits.argmax(1) == target) & valid
+        correct = (predictions(logits) == target) & valid
         c, v = correct.flatten(1).sum(1), valid.flatten(1).sum(1)
         return c.double() / v.clamp(min=1), torch.stack([c.sum(), v.sum()])
 
@@ -284,8 +284,8 @@ class Attack:
             loss, logits = self.evaluate(x, labels, self.steps, state)
             score = self.badness(self.record(records, self.steps, loss, logits, labels))
             best_x, best_score = keep_best(best_x, best_score, x, score)
-        return AttackResult(adv=best_x if self.best else x, regions=state.get("regions"),
-                            terms=state.get("terms", []))
+        terms = [{k: float(v) for k, v in t.items()} for t in state.get("terms", [])] if records.active else []
+        return AttackResult(adv=best_x if self.best else x, regions=state.get("regions"), terms=terms)
 
 
 def keep_best(best_x: torch.Tensor, best_score: torch.Tensor | None, x: torch.Tensor, score: torch.Tensor

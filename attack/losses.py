@@ -32,6 +32,12 @@ def check_labels(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int) 
                              f"found {lo if lo < 0 else hi}")
 
 
+def predictions(logits: torch.Tensor) -> torch.Tensor:
+    """Predicted class per pixel (N,H,W), detached. `max(1).indices` returns the first maximum like argmax but
+    runs several times faster on CPU for (N,K,H,W) logits."""
+    return logits.detach().max(1).indices
+
+
 def ce_map(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int) -> torch.Tensor:
     """Per-pixel cross-entropy CE_p, (N,H,W), 0 at ignored pixels."""
     return F.cross_entropy(logits, labels, ignore_index=ignore_index, reduction="none")
@@ -52,7 +58,7 @@ def segpgd_weights(logits: torch.Tensor, labels: torch.Tensor, step: int, steps:
     lambda_t = (t-1)/(2T); correct pixels get 1 - lambda_t, wrong ones lambda_t, ignored ones 0.
     """
     lam = (step - 1) / (2 * steps)
-    correct = logits.detach().argmax(1) == labels
+    correct = predictions(logits) == labels
     w = torch.where(correct, torch.tensor(1.0 - lam, dtype=logits.dtype, device=logits.device),
                     torch.tensor(lam, dtype=logits.dtype, device=logits.device))
     return w * valid_mask(labels, ignore_index)
@@ -92,7 +98,7 @@ def cospgd_map(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int, we
 
 def mce_map(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int) -> torch.Tensor:
     """Masked CE: CE_p only at pixels that are still classified correctly (mask detached)."""
-    correct = (logits.detach().argmax(1) == labels).to(logits.dtype)
+    correct = (predictions(logits) == labels).to(logits.dtype)
     return correct * ce_map(logits, labels, ignore_index)
 
 

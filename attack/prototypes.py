@@ -3,6 +3,9 @@
 Labels and the TRUE-region mask are resized to the feature grid (h,w) with nearest neighbour, so no
 full-resolution feature map is built. A "group" is one image (pool "image") or the whole batch (pool "batch");
 prototypes and both terms are computed per group. Similarity s(a,b) = (cos(a,b) + 1)/2.
+
+Everything is a batched matrix product with a one-hot class matrix on the features' own (N,C,h*w) layout:
+no feature map is copied or gathered per pixel, which keeps an RP-PGD++ step close to a PGD step.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 INTRA_LOW_WEIGHT, INTRA_HIGH_WEIGHT = 0.75, 0.25
+EPS = 1e-8
 
 
 @dataclass
@@ -19,8 +23,18 @@ class Prototypes:
     """Class prototypes of each group and the pixels they were pooled from."""
     protos: torch.Tensor   # (G,K,C) mean feature of each class's pixels (0 where a class has none)
     present: torch.Tensor  # (G,K) bool: the class has at least one pixel in the group
-    pixels: torch.Tensor   # (M,C) features of the pooled pixels
-    index: torch.Tensor    # (M,) g*K + class of each pooled pixel
+    feat: torch.Tensor     # (N,C,P) the features, P = h*w
+    onehot: torch.Tensor   # (N,P,K) float: pixel p pooled into class k (0 for pixels outside the mask)
+    labels: torch.Tensor   # (N,P) class of each pixel (0 outside the mask)
+    pool: str
+
+    def per_image(self, x: torch.Tensor) -> torch.Tensor:
+        """A group quantity (G,...) indexed per image (N,...)."""
+        return x if self.pool == "image" else x.expand(self.feat.shape[0], *x.shape[1:])
+
+    def per_group(self, x: torch.Tensor) -> torch.Tensor:
+        """Sum a per-image quantity (N,...) over each group (G,...)."""
+        return x if self.pool == "image" else x.sum(0, keepdim=True)
 
 
 def to_grid(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -34,26 +48,20 @@ def class_prototypes(feat: torch.Tensor, labels: torch.Tensor, mask: torch.Tenso
                      ) -> Prototypes:
     """Mean feature per class over the `mask` pixels, per group.
 
-    feat (N,C,h,w); labels (N,h,w) and mask (N,h,w) bool already on the feature grid (masked pixels must hold
-    valid class ids). pool "image": G = N groups; "batch": G = 1.
+    feat (N,C,h,w); labels (N,h,w) and mask (N,h,w) bool on the feature grid (masked pixels must hold valid
+    class ids). pool "image": G = N groups; "batch": G = 1.
     """
     n, c = feat.shape[:2]
-    groups = n if pool == "image" else 1
-    rows = feat.permute(0, 2, 3, 1).reshape(-1, c)               # (N*h*w, C), a view
-    group_of = torch.arange(n, device=feat.device).view(n, 1, 1).expand_as(labels) if pool == "image" \
-        else torch.zeros_like(labels)
-    keep = mask.reshape(-1)
-    index = (group_of * num_classes + labels).reshape(-1)[keep]
-    pixels = rows[keep]
-    sums = feat.new_zeros(groups * num_classes, c).index_add(0, index, pixels)
-    counts = torch.bincount(index, minlength=groups * num_classes).to(feat.dtype)
-    protos = (sums / counts.clamp(min=1).unsqueeze(1)).view(groups, num_classes, c)
-    return Prototypes(protos=protos, present=(counts > 0).view(groups, num_classes), pixels=pixels, index=index)
-
-
-def similarity(a: torch.Tensor, b: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    """s(a,b) = (cos(a,b) + 1)/2 along `dim`."""
-    return (F.cosine_similarity(a, b, dim=dim, eps=1e-8) + 1) / 2
+    flat = feat.reshape(n, c, -1)                                           # (N,C,P), a view
+    labels = torch.where(mask, labels, torch.zeros_like(labels)).reshape(n, -1)
+    onehot = F.one_hot(labels, num_classes).to(feat.dtype) * mask.reshape(n, -1, 1)
+    p = Prototypes(protos=feat.new_zeros(0), present=mask.new_zeros(0), feat=flat, onehot=onehot, labels=labels,
+                   pool=pool)
+    sums = p.per_group(torch.bmm(flat, onehot))                             # (G,C,K)
+    counts = p.per_group(onehot.sum(1))                                     # (G,K)
+    p.protos = (sums / counts.clamp(min=1).unsqueeze(1)).transpose(1, 2)    # (G,K,C)
+    p.present = counts > 0
+    return p
 
 
 def inter_loss(p: Prototypes, variant: str) -> torch.Tensor:
@@ -61,17 +69,24 @@ def inter_loss(p: Prototypes, variant: str) -> torch.Tensor:
 
     release: the sum over ordered pairs divided by K(K-1)/2, i.e. twice the mean.
     """
-    unit = F.normalize(p.protos, dim=-1, eps=1e-8)
+    unit = F.normalize(p.protos, dim=-1, eps=EPS)
     s = (unit @ unit.transpose(1, 2) + 1) / 2                      # (G,K,K)
     pair = p.present.unsqueeze(2) & p.present.unsqueeze(1)
+    pair &= ~torch.eye(pair.shape[1], dtype=torch.bool, device=pair.device)
     k = p.present.sum(1).to(s.dtype)
     pairs = k * (k - 1) / 2
-    off_diagonal = ~torch.eye(pair.shape[1], dtype=torch.bool, device=pair.device)
+    total = (s * pair).sum((1, 2))                                 # ordered pairs
     if variant == "described":
-        total = (s * (pair & off_diagonal)).sum((1, 2)) / 2
-    else:
-        total = (s * (pair & off_diagonal)).sum((1, 2))
+        total = total / 2
     return torch.where(pairs > 0, total / pairs.clamp(min=1), torch.zeros_like(total))
+
+
+def pixel_similarity(p: Prototypes) -> torch.Tensor:
+    """s(f_j, p_{y_j}) of every pixel with its own class's prototype, (N,P)."""
+    unit = p.per_image(F.normalize(p.protos, dim=-1, eps=EPS))    # (N,K,C)
+    dots = torch.bmm(unit, p.feat)                                 # (N,K,P): f_j . p_k / |p_k|
+    own = dots.gather(1, p.labels.unsqueeze(1)).squeeze(1)         # (N,P)
+    return (own / p.feat.norm(dim=1).clamp(min=EPS) + 1) / 2
 
 
 def intra_loss(p: Prototypes, tau: float, exclude: tuple[int, ...], variant: str) -> torch.Tensor:
@@ -81,19 +96,18 @@ def intra_loss(p: Prototypes, tau: float, exclude: tuple[int, ...], variant: str
     described: mean of l_c over present classes not in `exclude`.
     release:   l_c of the last (highest) present class id other than 0, as the released loop overwrites it.
     """
-    groups, num_classes = p.present.shape
-    flat = p.protos.reshape(groups * num_classes, -1)
-    s = similarity(p.pixels, flat[p.index])                        # (M,)
-    low = s.detach() < tau
-    l_c = p.protos.new_zeros(groups * num_classes)
-    for part, weight in ((low, INTRA_LOW_WEIGHT), (~low, INTRA_HIGH_WEIGHT)):
-        sums = p.protos.new_zeros(groups * num_classes).index_add(0, p.index[part], s[part])
-        counts = torch.bincount(p.index[part], minlength=groups * num_classes).clamp(min=1)
-        l_c = l_c + weight * sums / counts
-    l_c = l_c.view(groups, num_classes)
-    class_ids = torch.arange(num_classes, device=l_c.device)
+    s = pixel_similarity(p)
+    low = (s.detach() < tau).to(s.dtype).unsqueeze(2)              # (N,P,1)
+    l_c = 0.0
+    for part, weight in ((low, INTRA_LOW_WEIGHT), (1 - low, INTRA_HIGH_WEIGHT)):
+        members = p.onehot * part                                  # (N,P,K)
+        sums = p.per_group(torch.bmm(s.unsqueeze(1), members).squeeze(1))   # (G,K)
+        counts = p.per_group(members.sum(1))
+        l_c = l_c + weight * sums / counts.clamp(min=1)
+    num_classes = p.present.shape[1]
+    class_ids = torch.arange(num_classes, device=p.present.device)
     if variant == "described":
-        eligible = p.present & ~torch.isin(class_ids, torch.tensor(exclude, dtype=torch.long, device=l_c.device))
+        eligible = p.present & ~torch.isin(class_ids, torch.tensor(exclude, dtype=torch.long, device=class_ids.device))
         return (l_c * eligible).sum(1) / eligible.sum(1).clamp(min=1)
     eligible = p.present & (class_ids != 0)
     last = torch.where(eligible, class_ids, torch.full_like(class_ids, -1)).max(1).values   # (G,)

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import torch
 
-from attack.losses import masked_mean
-
 TRUE, BOUNDARY, FALSE, IGNORED = 0, 1, 2, 255
 REGION_NAMES = {TRUE: "true", BOUNDARY: "boundary", FALSE: "false", IGNORED: "ignored"}
 
@@ -39,7 +37,16 @@ def region_weights(step: int, steps: int, variant: str) -> tuple[float, float, f
 
 def region_loss(ce: torch.Tensor, regions: torch.Tensor, weights: tuple[float, float, float], per_image: bool
                 ) -> torch.Tensor:
-    """lT * mean_T CE + lB * mean_B CE + lF * mean_F CE, an empty region adding 0; (N,) or a scalar."""
-    l_t, l_b, l_f = weights
-    return (l_t * masked_mean(ce, regions == TRUE, per_image) + l_b * masked_mean(ce, regions == BOUNDARY, per_image)
-            + l_f * masked_mean(ce, regions == FALSE, per_image))
+    """lT * mean_T CE + lB * mean_B CE + lF * mean_F CE, an empty region adding 0; (N,) or a scalar.
+
+    One scatter sums CE and pixel counts per region (IGNORED pixels go to a fourth slot that is dropped).
+    """
+    n = ce.shape[0]
+    slot = regions.reshape(n, -1).long().clamp(max=3)
+    sums = ce.new_zeros(n, 4).scatter_add(1, slot, ce.reshape(n, -1))
+    counts = ce.new_zeros(n, 4).scatter_add(1, slot, torch.ones_like(ce).reshape(n, -1))
+    if not per_image:
+        sums, counts = sums.sum(0), counts.sum(0)
+    means = sums / counts.clamp(min=1)
+    w = ce.new_tensor([weights[TRUE], weights[BOUNDARY], weights[FALSE], 0.0])
+    return (means * w).sum(-1)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from attack.base import Attack, check_choice, check_range
-from attack.losses import ce_map, valid_mask
+from attack.losses import ce_map, predictions, valid_mask
 from attack.prototypes import class_prototypes, inter_loss, intra_loss, to_grid
 from attack.regions import TRUE, initial_regions, region_loss, region_weights, update_regions
 
@@ -94,7 +94,7 @@ class RPPGD(Attack):
         valid = valid_mask(labels, self.ignore_index)
         if self.variant == "release":  # ignored pixels are never correct, so they land in FALSE
             valid = torch.ones_like(valid)
-        correct = (logits.detach().argmax(1) == labels) & valid
+        correct = (predictions(logits) == labels) & valid
         if state["regions"] is None:
             state["regions"] = initial_regions(correct, valid)
         else:
@@ -114,8 +114,9 @@ class RPPGD(Attack):
         l_intra = self.intra(protos)
         if not per_image:
             l_inter, l_intra = l_inter.squeeze(0), l_intra.squeeze(0)
-        state["terms"].append({"step": step, "region": float(l_region.detach().mean()),
-                               "inter": float(l_inter.detach().mean()), "intra": float(l_intra.detach().mean())})
+        # kept as tensors: converting to floats here would synchronise a GPU at every step
+        state["terms"].append({"step": step, "region": l_region.detach().mean(), "inter": l_inter.detach().mean(),
+                               "intra": l_intra.detach().mean()})
         return self.w_region * l_region + self.w_inter * l_inter + self.w_intra * l_intra
 
     def intra(self, protos) -> torch.Tensor:
