@@ -23,10 +23,10 @@ the table shows medians (time.perf_counter; on CUDA with synchronisation). Peak 
   after the run minus VmRSS just before it. PyTorch's CPU allocations are invisible to tracemalloc.
 - CUDA: torch.cuda.max_memory_allocated after the run minus torch.cuda.memory_allocated before it, with the
   peak statistics reset just before.
-Run time: 4 rounds (1 memory, 3 timing) of 18 forward+backward passes with the defaults; on 2 shared, busy CPU
-cores (one R50 pass taking about 9 s) that was 12 minutes, hence 3 timing repeats by default (5 took 17 minutes).
-Timings of a busy machine are noisy: compare entries within one run, or use --threads 1 and a short --attacks
-list (e.g. pgd,rppgd++:described) with more --repeats for a tighter ratio.
+Run time with the defaults: 4 rounds (1 memory, 3 timing) of 18 forward+backward passes, about 7 minutes on
+a quiet 2-core CPU (one R50 pass takes 2.7 s there). Timings of a shared machine are noisy (about +-10% between
+entries that run the same code): compare entries within one run, or use --threads 1 and a short --attacks list
+(e.g. pgd,rppgd++:described) with more --repeats for a tighter ratio.
 
 The output is a markdown table on stdout (--out PATH also writes it to PATH and a JSON to PATH with the
 suffix .json), and the two targets for RP-PGD++ (described): step time <= 1.15 x PGD's and peak memory
