@@ -99,8 +99,9 @@ class APGD(Attack):
         eta = torch.full((n,), 2.0 * radius, dtype=x_nat.dtype, device=x_nat.device)
 
         def judge(k: int, x: torch.Tensor):
-            loss, grad, logits = self.loss_and_grad(x, labels, 1, state)
-            acc = self.record(records, k, loss, logits, labels, step_size=float(eta.mean()), stage=stage)
+            # the losses ignore the step index; k + 1 makes the label check run on the first pass only
+            loss, grad, logits = self.loss_and_grad(x, labels, k + 1, state)
+            acc = self.record(records, k, loss, logits, labels, step_size=eta, stage=stage)
             return loss, grad, acc
 
         x = x0

@@ -249,12 +249,15 @@ class Attack:
 
     def record(self, records: Recorder, step: int, loss: torch.Tensor, logits: torch.Tensor,
                labels: torch.Tensor, **extra) -> torch.Tensor:
-        """Append a StepRecord (and call on_iterate); returns the per-image pixel accuracy."""
+        """Per-image pixel accuracy (N,) of an iterate; when the run is traced, also append a StepRecord and call
+        on_iterate. Untraced runs never convert to Python numbers, so they never wait for a GPU."""
         acc, counts = self.pixel_accuracy(logits, labels)
-        records.append(StepRecord(step=step, loss=float(loss.float().mean()),
-                                  pixel_acc=float(counts[0]) / max(int(counts[1]), 1), **extra))
-        if records.on_iterate is not None:
-            records.on_iterate(step, logits)
+        if records.active:
+            extra = {k: float(v.double().mean()) if torch.is_tensor(v) else v for k, v in extra.items()}
+            records.append(StepRecord(step=step, loss=float(loss.float().mean()),
+                                      pixel_acc=float(counts[0]) / max(int(counts[1]), 1), **extra))
+            if records.on_iterate is not None:
+                records.on_iterate(step, logits)
         return acc
 
     def badness(self, acc: torch.Tensor) -> torch.Tensor:

@@ -48,8 +48,8 @@ def class_prototypes(feat: torch.Tensor, labels: torch.Tensor, mask: torch.Tenso
                      ) -> Prototypes:
     """Mean feature per class over the `mask` pixels, per group.
 
-    feat (N,C,h,w); labels (N,h,w) and mask (N,h,w) bool on the feature grid (masked pixels must hold valid
-    class ids). pool "image": G = N groups; "batch": G = 1.
+    feat (N,C,h,w); labels (N,h,w) and mask (N,h,w) bool on the feature grid (pixels inside the mask must hold
+    valid class ids; outside it any value, e.g. 255). pool "image": G = N groups; "batch": G = 1.
     """
     n, c = feat.shape[:2]
     flat = feat.reshape(n, c, -1)                                           # (N,C,P), a view

@@ -108,8 +108,7 @@ class RPPGD(Attack):
             feat = feat.detach()
         grid = tuple(feat.shape[-2:])
         in_true = to_grid(regions, grid) == TRUE
-        protos = class_prototypes(feat, to_grid(labels, grid).masked_fill(~in_true, 0), in_true, logits.shape[1],
-                                  self.pool)
+        protos = class_prototypes(feat, to_grid(labels, grid), in_true, logits.shape[1], self.pool)
         l_inter = inter_loss(protos, self.variant)
         l_intra = self.intra(protos)
         if not per_image:

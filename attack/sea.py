@@ -58,9 +58,6 @@ class SEA(Attack):
         """Each stage's radius and steps (the same for every loss)."""
         return [{"radius": r * self.eps, "steps": s} for r, s in zip(RADII, stage_steps(self.steps))]
 
-    def objective(self, out, labels, step, state):  # each APGD run has its own loss
-        raise NotImplementedError("SEA has no loss of its own")
-
     def _attack(self, x_nat: torch.Tensor, labels: torch.Tensor, records: Recorder) -> AttackResult:
         best_x, best_acc = None, None
         for run in self.runs:
