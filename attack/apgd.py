@@ -10,12 +10,12 @@ each image's iterate with the lowest pixel accuracy.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
-from attack.base import Attack, AttackResult, Recorder, check_choice, keep_best, project
+from attack.base import Attack, AttackResult, RandomSource, Recorder, check_choice, keep_best, project
 from attack.losses import ce_map, class_weights_from_counts, js_map, masked_mean, mce_bal_map, mce_map, valid_mask
 
 LOSSES = ("ce", "mce", "mce-bal", "js")
@@ -84,8 +84,9 @@ class APGD(Attack):
             loss = js_map(logits, labels, self.ignore_index)
         return masked_mean(loss, valid_mask(labels, self.ignore_index))
 
-    def _attack(self, x_nat: torch.Tensor, labels: torch.Tensor, records: Recorder) -> AttackResult:
-        x0 = self.start(x_nat, self._generator(x_nat.device))
+    def _attack(self, x_nat: torch.Tensor, labels: torch.Tensor, records: Recorder,
+                random: Callable[[], RandomSource]) -> AttackResult:
+        x0 = self.start(x_nat, random())
         x, _ = self.optimise(x_nat, x0, labels, self.eps, self.steps, records)
         return AttackResult(adv=x)
 

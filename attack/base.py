@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -74,9 +74,35 @@ def project(x: torch.Tensor, x_nat: torch.Tensor, eps: float | torch.Tensor, nor
     return (x_nat + delta).clamp(0.0, 1.0)
 
 
-def uniform_start(x_nat: torch.Tensor, radius: float, gen: torch.Generator | None) -> torch.Tensor:
+class RandomSource:
+    """Where an attack's random draws come from: the global RNG (no seed), one generator for the batch (`seed`),
+    or one generator per image (`seeds`, one int per image), so that an image's random start does not depend
+    on the batch it is attacked in (robust evaluation seeds each image by its dataset index)."""
+
+    def __init__(self, device: torch.device, seed: int | None = None, seeds: Sequence[int] | None = None) -> None:
+        self.per_image = None if seeds is None else [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+        self.batch = None if seed is None or seeds is not None else torch.Generator(device=device).manual_seed(seed)
+
+    def rand(self, shape: Sequence[int], like: torch.Tensor) -> torch.Tensor:
+        """U[0,1) of `shape` (N first) with the dtype and device of `like`."""
+        return self._draw(torch.rand, shape, like)
+
+    def randn(self, shape: Sequence[int], like: torch.Tensor) -> torch.Tensor:
+        """N(0,1) of `shape` (N first) with the dtype and device of `like`."""
+        return self._draw(torch.randn, shape, like)
+
+    def _draw(self, fn: Callable, shape: Sequence[int], like: torch.Tensor) -> torch.Tensor:
+        kw = {"device": like.device, "dtype": like.dtype}
+        if self.per_image is None:
+            return fn(tuple(shape), generator=self.batch, **kw)
+        if len(self.per_image) != shape[0]:
+            raise ValueError(f"seeds holds {len(self.per_image)} values for a batch of {shape[0]} images")
+        return torch.cat([fn((1, *shape[1:]), generator=g, **kw) for g in self.per_image])
+
+
+def uniform_start(x_nat: torch.Tensor, radius: float, random: RandomSource) -> torch.Tensor:
     """clip01(x_nat + U(-radius, radius)), elementwise."""
-    noise = torch.rand(x_nat.shape, generator=gen, device=x_nat.device, dtype=x_nat.dtype)
+    noise = random.rand(x_nat.shape, x_nat)
     return (x_nat + (2 * noise - 1) * radius).clamp(0.0, 1.0)
 
 
@@ -130,24 +156,35 @@ class Attack:
         return f"{type(self).__name__}({args})"
 
     # ---- entry points ------------------------------------------------------------------------------------
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Adversarial images (N,3,H,W) for `images` (N,3,H,W) in [0,1] and `labels` (N,H,W)."""
-        return self.run(images, labels, trace=False).adv
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, seeds: Sequence[int] | None = None
+                 ) -> torch.Tensor:
+        """Adversarial images (N,3,H,W) for `images` (N,3,H,W) in [0,1] and `labels` (N,H,W).
+
+        seeds: one int per image; image i's random draws then come from its own generator seeded with seeds[i]
+        (instead of `seed`), so its result does not depend on the other images of the batch.
+        """
+        return self.run(images, labels, trace=False, seeds=seeds).adv
 
     def run(self, images: torch.Tensor, labels: torch.Tensor, trace: bool = True,
-            on_iterate: Callable[[int, torch.Tensor], None] | None = None) -> AttackResult:
+            on_iterate: Callable[[int, torch.Tensor], None] | None = None,
+            seeds: Sequence[int] | None = None) -> AttackResult:
         """Attack and return the adversarial images with the per-step trace (and RP-PGD's region map).
 
         on_iterate(step, logits) is called with the detached logits of every judged iterate x_0 .. x_T (for
-        convergence curves); judging the last iterate costs one extra forward pass.
+        convergence curves); judging the last iterate costs one extra forward pass. seeds: see __call__.
         """
         self._check_inputs(images, labels)
+        if seeds is not None:
+            seeds = [int(s) for s in seeds]
+            if len(seeds) != images.shape[0]:
+                raise ValueError(f"seeds must hold one int per image: {len(seeds)} for {images.shape[0]} images")
         modes = [(m, m.training) for m in self.model.modules()]
         self.model.eval()
         records = Recorder(on_iterate, active=trace)
         try:
             with torch.enable_grad():
-                result = self._attack(images.detach(), labels.detach(), records)
+                result = self._attack(images.detach(), labels.detach(), records,
+                                      lambda: RandomSource(images.device, self.seed, seeds))
         finally:
             for m, training in modes:
                 m.training = training
@@ -191,19 +228,14 @@ class Attack:
         if images.numel() and (images.min() < 0 or images.max() > 1):
             raise ValueError("images must lie in [0,1] (normalisation belongs inside the model)")
 
-    def _generator(self, device: torch.device) -> torch.Generator | None:
-        if self.seed is None:
-            return None
-        return torch.Generator(device=device).manual_seed(self.seed)
-
-    def start(self, x_nat: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+    def start(self, x_nat: torch.Tensor, random: RandomSource) -> torch.Tensor:
         """x_0: the clean image, or a uniform random point of the eps ball (pixel space) clipped to [0,1]."""
         if not self.random_start or self.eps == 0:
             return x_nat.clone()
         if self.norm == "linf":
-            return uniform_start(x_nat, self.eps, gen)
-        direction = torch.randn(x_nat.shape, generator=gen, device=x_nat.device, dtype=x_nat.dtype)
-        radius = torch.rand((x_nat.shape[0], 1, 1, 1), generator=gen, device=x_nat.device, dtype=x_nat.dtype)
+            return uniform_start(x_nat, self.eps, random)
+        direction = random.randn(x_nat.shape, x_nat)
+        radius = random.rand((x_nat.shape[0], 1, 1, 1), x_nat)
         direction = direction / direction.flatten(1).norm(dim=1).clamp(min=1e-12).view(-1, 1, 1, 1)
         return project(x_nat + direction * radius * self.eps, x_nat, self.eps, "l2")
 
@@ -271,10 +303,12 @@ class Attack:
             direction = -direction
         return project(x + self.alpha * direction, x_nat, self.eps, self.norm)
 
-    def _attack(self, x_nat: torch.Tensor, labels: torch.Tensor, records: Recorder) -> AttackResult:
+    def _attack(self, x_nat: torch.Tensor, labels: torch.Tensor, records: Recorder,
+                random: Callable[[], RandomSource]) -> AttackResult:
+        """The attack proper; random() gives a fresh source of the run's random draws."""
         judge = records.active or self.best
         state = self.init_state(x_nat, labels)
-        x = self.start(x_nat, self._generator(x_nat.device))
+        x = self.start(x_nat, random())
         best_x, best_score = x.clone(), None
         for t in range(1, self.steps + 1):
             loss, grad, logits = self.loss_and_grad(x, labels, t, state)

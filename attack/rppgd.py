@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from attack.base import Attack, check_choice, check_range
+from attack.base import Attack, RandomSource, check_choice, check_range
 from attack.losses import ce_map, predictions, valid_mask
 from attack.prototypes import class_prototypes, inter_loss, intra_loss, to_grid
 from attack.regions import TRUE, initial_regions, region_loss, region_weights, update_regions
@@ -74,15 +74,15 @@ class RPPGD(Attack):
     def start_is_feasible(self) -> bool:
         return not (self.variant == "release" and self.random_start)
 
-    def start(self, x_nat: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+    def start(self, x_nat: torch.Tensor, random: RandomSource) -> torch.Tensor:
         """described: the PGD start. release: z = clamp((x - mean)/std + U(-eps,eps), 0, 1) in normalised space,
         mapped back to pixels: per channel c within [mean_c, mean_c + std_c], generally outside the eps ball
         (the first step's projection pulls it back)."""
         if self.variant == "described" or not self.random_start:
-            return super().start(x_nat, gen)
+            return super().start(x_nat, random)
         mean = torch.tensor(self.mean, dtype=x_nat.dtype, device=x_nat.device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, dtype=x_nat.dtype, device=x_nat.device).view(1, 3, 1, 1)
-        noise = torch.rand(x_nat.shape, generator=gen, device=x_nat.device, dtype=x_nat.dtype)
+        noise = random.rand(x_nat.shape, x_nat)
         z = ((x_nat - mean) / std + (2 * noise - 1) * self.eps).clamp(0.0, 1.0)
         return (z * std + mean).clamp(0.0, 1.0)
 

@@ -7,13 +7,13 @@ own ball. Per image the loss whose result has the lowest pixel accuracy wins.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
 from attack.apgd import APGD, LOSSES
-from attack.base import Attack, AttackResult, Recorder, check_choice, keep_best, project, uniform_start
+from attack.base import Attack, AttackResult, RandomSource, Recorder, check_choice, keep_best, project, uniform_start
 
 RADII = (2.0, 1.5, 1.0)
 FRACTIONS = (0.3, 0.3, 0.4)
@@ -58,11 +58,12 @@ class SEA(Attack):
         """Each stage's radius and steps (the same for every loss)."""
         return [{"radius": r * self.eps, "steps": s} for r, s in zip(RADII, stage_steps(self.steps))]
 
-    def _attack(self, x_nat: torch.Tensor, labels: torch.Tensor, records: Recorder) -> AttackResult:
+    def _attack(self, x_nat: torch.Tensor, labels: torch.Tensor, records: Recorder,
+                random: Callable[[], RandomSource]) -> AttackResult:
         best_x, best_acc = None, None
         for run in self.runs:
             # the first stage starts from a random point of its own (larger) ball
-            x = uniform_start(x_nat, RADII[0] * self.eps, self._generator(x_nat.device)) if self.random_start \
+            x = uniform_start(x_nat, RADII[0] * self.eps, random()) if self.random_start \
                 else x_nat.clone()
             for radius, steps in zip(RADII, stage_steps(self.steps)):
                 r = radius * self.eps
