@@ -9,8 +9,10 @@ from attack.cospgd import CosPGD
 from attack.pgd import BIM, FGSM, PGD
 from attack.registry import ATTACKS, attack_parameters, build_attack
 from attack.rppgd import RPPGD, RPPGDPlusPlus
-from attack.sea import SEA, worst_case_miou
+from attack.sea import SEA
 from attack.segpgd import SegPGD
+from attack.worst_case import worst_case_choice, worst_case_miou
 
 __all__ = ["APGD", "ATTACKS", "Attack", "AttackResult", "BIM", "CosPGD", "FGSM", "PGD", "RPPGD", "RPPGDPlusPlus",
-           "SEA", "SegPGD", "StepRecord", "apgd_checkpoints", "attack_parameters", "build_attack", "worst_case_miou"]
+           "SEA", "SegPGD", "StepRecord", "apgd_checkpoints", "attack_parameters", "build_attack",
+           "worst_case_choice", "worst_case_miou"]

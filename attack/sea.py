@@ -1,5 +1,5 @@
-"""SEA, the Segmentation Ensemble Attack (Croce et al., ECCV 2024), METHOD.md §5, and the dataset-level
-worst case over several attacks.
+"""SEA, the Segmentation Ensemble Attack (Croce et al., ECCV 2024), METHOD.md §5 (the dataset-level worst case
+over several attacks is in attack/worst_case.py).
 
 One APGD run per loss (default MCE, MCE-Bal, JS), each split into stages of 30%/30%/40% of `steps` at radii
 2eps, 1.5eps, eps; a stage starts from the projection of the previous stage's lowest-accuracy point onto its
@@ -74,47 +74,3 @@ class SEA(Attack):
             else:
                 best_x, best_acc = keep_best(best_x, best_acc, x, acc)
         return AttackResult(adv=best_x)
-
-
-def _miou(tp: torch.Tensor, gt: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
-    """mIoU over the classes that occur, for (..., K) counts."""
-    union = gt + pred - tp
-    occurs = union > 0
-    iou = torch.where(occurs, tp / union.clamp(min=1), torch.zeros_like(tp))
-    return iou.sum(-1) / occurs.sum(-1).clamp(min=1)
-
-
-def worst_case_miou(confusions: torch.Tensor) -> tuple[list[int], float]:
-    """Greedy dataset-level worst case over attacks.
-
-    confusions: (A,N,K,K) per-image confusion matrices of A attacks on the same N images (rows = true class).
-    Each image starts with the attack that gives it the lowest pixel accuracy; then single images are switched
-    to another attack, each time the switch that lowers the dataset mIoU most, while the mIoU drops.
-    Returns (attack index per image, the resulting dataset mIoU as a fraction).
-    """
-    cm = torch.as_tensor(confusions).double()
-    if cm.dim() != 4 or cm.shape[2] != cm.shape[3]:
-        raise ValueError(f"confusions must have shape (A,N,K,K); got {tuple(cm.shape)}")
-    a_count, n = cm.shape[:2]
-    tp = cm.diagonal(dim1=2, dim2=3)                        # (A,N,K)
-    gt, pred = cm.sum(3), cm.sum(2)
-    acc = tp.sum(2) / cm.sum((2, 3)).clamp(min=1)           # (A,N)
-    choice = acc.argmin(0)                                  # first attack among ties
-    images = torch.arange(n)
-
-    def totals(ch: torch.Tensor):
-        return tp[ch, images].sum(0), gt[ch, images].sum(0), pred[ch, images].sum(0)
-
-    t, g, p = totals(choice)
-    current = float(_miou(t, g, p))
-    for _ in range(a_count * n):
-        # dataset counts after switching image i to attack a, for every (a, i) at once: (A,N,K)
-        new = _miou(t + tp - tp[choice, images], g + gt - gt[choice, images], p + pred - pred[choice, images])
-        flat = int(new.argmin())
-        a, i = divmod(flat, n)
-        if float(new[a, i]) >= current - 1e-12:
-            break
-        choice[i] = a
-        t, g, p = totals(choice)
-        current = float(_miou(t, g, p))
-    return choice.tolist(), current

@@ -127,7 +127,8 @@ def test_rejects_images_outside_unit_range(model):
         build_attack("pgd", model)(x, y[:, :5])
 
 
-@pytest.mark.parametrize("name,extra", [(n, {}) for n in ATTACKS if n != "fgsm"] + [("pgd", {"norm": "l2", "eps": 0.5})],
+@pytest.mark.parametrize("name,extra", [(n, {}) for n in ATTACKS if n != "fgsm"] +
+                         [("pgd", {"norm": "l2", "eps": 0.5})],
                          ids=lambda v: v if isinstance(v, str) else "-".join(f"{k}={x}" for k, x in v.items()) or "")
 def test_per_image_seeds_make_an_image_independent_of_its_batch(model, name, extra):
     """Robust evaluation seeds each image by its dataset index: a batch of 1 and a batch of 4 agree."""

@@ -80,6 +80,24 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "run_name": "",  # result/<run_name>/; empty: derived from the split and checkpoint
         "save_pictures": False,  # colour prediction PNGs under result/<run_name>/pictures/
     },
+    "ADV_TRAIN": {
+        "method": "none",  # none: clean training | at: adversarial training (METHOD.md §6)
+        "attack": "rppgd++",  # any attack registry name (attack/registry.py)
+        # keyword arguments of build_attack; absent ones take the attack's own defaults.
+        # Override one with ADV_TRAIN.params.steps 7 (or the whole mapping with ADV_TRAIN.params "{...}").
+        "params": {"eps": 0.03, "alpha": 0.01, "steps": 3, "random_start": True},
+        "adv_ratio": 0.5,  # fraction of each per-process batch replaced by its adversarial version (0, 1]
+        # robust validation, which then chooses model/best.pth: {name: pgd, eps: 0.03, ...}; {} switches it off
+        "val_attack": {},
+        "val_images": 32,  # robust validation runs on the first N validation images (0: all)
+    },
+    "ATTACK": {
+        "protocol": "full",  # full | legacy | center (METHOD.md §7)
+        # attacks that tool_test/test.py runs after the clean evaluation: a list of mappings
+        # {name: registry name, key: result name (default: name), any build_attack parameter}
+        "attacks": [],
+        "seed": 0,  # image i's random start is seeded from (seed, dataset index i)
+    },
     "DIST": {
         "backend": "auto",  # auto (nccl on GPU, gloo on CPU) | nccl | gloo
         "sync_bn": "auto",  # auto (SyncBatchNorm with several GPU processes) | true | false
@@ -92,6 +110,8 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "MODEL.layers": (18, 34, 50, 101),
     "TEST.split": ("val", "train"),
     "TEST.mode": ("whole", "slide"),
+    "ADV_TRAIN.method": ("none", "at"),
+    "ATTACK.protocol": ("full", "legacy", "center"),
     "DIST.backend": ("auto", "nccl", "gloo"),
     "DIST.sync_bn": ("auto", "true", "false"),
 }
@@ -131,6 +151,12 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
         if not name:
             raise UserError(f"override '{key}': write it as SECTION.key, e.g. TRAIN.epochs")
         value = _parse_scalar(text)
+        name, _, entry = name.partition(".")
+        if entry:  # SECTION.key.entry value: one entry of a mapping-typed key
+            if not isinstance(DEFAULTS.get(section, {}).get(name), dict):
+                raise UserError(f"override '{key}': only mapping-typed keys take a third part "
+                                f"(e.g. ADV_TRAIN.params.steps)")
+            value = {**merged[section][name], entry: value}
         _merge(merged, {section: {name: value}}, source="command line")
     cfg = Config({s: Config(v) for s, v in merged.items()})
     if not cfg.EXP.name:
@@ -227,6 +253,15 @@ def _coerce(name: str, value: Any, default: Any, source: str) -> Any:
         if isinstance(value, str):
             return value
         raise bad("a string")
+    if kind is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise bad("a mapping of parameter names to values")
+        return {k: _numbers(v) for k, v in value.items()}
+    if kind is list and name in _MAPPINGS:
+        if not isinstance(value, list) or not all(isinstance(v, dict) and isinstance(v.get("name"), str)
+                                                  for v in value):
+            raise bad("a list of mappings, each with a 'name' (e.g. [{name: pgd, eps: 0.03, steps: 20}])")
+        return [{k: _numbers(v) for k, v in item.items()} for item in value]
     if kind is list:
         if name in _SQUARE and isinstance(value, int) and not isinstance(value, bool):
             value = [value, value]  # a single crop size means a square crop
@@ -244,6 +279,7 @@ def _coerce(name: str, value: Any, default: Any, source: str) -> Any:
 
 
 _SQUARE = {"TRAIN.crop_size", "TEST.crop_size"}
+_MAPPINGS = {"ATTACK.attacks"}  # lists of mappings
 _FIXED_LENGTH = {
     "DATA.mean", "DATA.std", "TRAIN.crop_size", "TRAIN.scale_range", "TRAIN.rotate_range", "TEST.crop_size",
 }
@@ -260,6 +296,15 @@ def _to_float(value: Any, bad) -> float:
             raise bad("a number (division by zero)")
         return float(num / den)
     raise bad("a number (or a fraction such as 8/255)")
+
+
+def _numbers(value: Any) -> Any:
+    """Inside mappings (attack parameters), fraction strings such as "8/255" become floats."""
+    if isinstance(value, str) and _FRACTION.match(value):
+        return _to_float(value, lambda expected: UserError(f"{value!r} must be {expected}"))
+    if isinstance(value, list):
+        return [_numbers(v) for v in value]
+    return value
 
 
 def _parse_scalar(text: str) -> Any:
@@ -293,3 +338,13 @@ def _check_values(cfg: Config) -> None:
         raise UserError("TRAIN.batch_size and TRAIN.epochs must be at least 1")
     if not 0 < cfg.TEST.stride_rate <= 1:
         raise UserError(f"TEST.stride_rate must be in (0, 1], got {cfg.TEST.stride_rate}")
+    if not 0 < cfg.ADV_TRAIN.adv_ratio <= 1:
+        raise UserError(f"ADV_TRAIN.adv_ratio must be in (0, 1], got {cfg.ADV_TRAIN.adv_ratio}")
+    if cfg.ADV_TRAIN.val_attack and not isinstance(cfg.ADV_TRAIN.val_attack.get("name"), str):
+        raise UserError(f"ADV_TRAIN.val_attack needs a 'name' (e.g. {{name: pgd, steps: 3}}), "
+                        f"got {cfg.ADV_TRAIN.val_attack}")
+    if cfg.ADV_TRAIN.val_images < 0 or cfg.TEST.num_images < 0:
+        raise UserError("ADV_TRAIN.val_images and TEST.num_images must be >= 0")
+    if cfg.ATTACK.protocol == "center" and cfg.TEST.base_size < 1:
+        raise UserError("ATTACK.protocol center resizes the short side to TEST.base_size (e.g. 512) before the "
+                        "centre crop of TEST.crop_size: set TEST.base_size")

@@ -1,4 +1,8 @@
-"""Clean evaluation of a model over a (sharded) loader: inference, metrics, merge across processes."""
+"""Evaluation of a model over a (sharded) loader: prediction, metrics, merge across processes.
+
+The prediction step is pluggable: clean inference by default, an attack under a protocol (attack/protocols.py)
+for robust evaluation, so clean and attacked numbers come from one loop and one metric.
+"""
 from __future__ import annotations
 
 from typing import Callable, Iterator
@@ -29,26 +33,41 @@ def inference_settings(cfg) -> dict:
             "base_size": t.base_size}
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, loader, cfg, env: DistEnv, desc: str = "eval",
-             on_prediction: Callable[[int, torch.Tensor], None] | None = None) -> SegMetric:
-    """Clean metrics of `model` over every process's shard of `loader`, merged on all processes.
+# predict(images (N,3,H,W), labels (N,H,W) long, dataset indices) -> (logits (N,K,h,w), labels (N,h,w)):
+# the labels the logits are scored against (a protocol may crop or resize both).
+Predict = Callable[[torch.Tensor, torch.Tensor, list[int]], tuple[torch.Tensor, torch.Tensor]]
 
-    on_prediction(index, pred (H,W) long) is called for each image of this process (e.g. to save pictures).
+
+def evaluate(model: nn.Module, loader, cfg, env: DistEnv, desc: str = "eval",
+             on_prediction: Callable[[int, torch.Tensor], None] | None = None,
+             predict: Predict | None = None) -> SegMetric:
+    """Metrics of `model` over every process's shard of `loader`, merged on all processes.
+
+    predict: how a batch is predicted (default: clean inference with the TEST settings, without gradients).
+    on_prediction(index, pred (h,w) long) is called for each image of this process (e.g. to save pictures).
     """
     was_training = model.training
     model.eval()
     metric = SegMetric(cfg.DATA.classes, cfg.DATA.ignore_index)
-    settings = inference_settings(cfg)
-    for images, labels, indices in tqdm(loader, desc=desc, disable=not env.is_main, leave=False):
-        for x, ys, idx in same_size_groups(images, labels, indices):
-            pred = infer(model, x.to(env.device), **settings).argmax(1).cpu()
-            for p, y, i in zip(pred, ys, idx):
-                metric.update(p, y, i)
-                if on_prediction is not None:
-                    on_prediction(i, p)
-    model.train(was_training)
+    if predict is None:
+        settings = inference_settings(cfg)
+
+        def predict(x: torch.Tensor, y: torch.Tensor, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+            with torch.no_grad():
+                return infer(model, x, **settings), y
+    try:
+        for images, labels, indices in tqdm(loader, desc=desc, disable=not env.is_main, leave=False):
+            for x, ys, idx in same_size_groups(images, labels, indices):
+                logits, y = predict(x.to(env.device), torch.stack(ys).to(env.device), idx)
+                pred = logits.detach().argmax(1).cpu()
+                for p, yi, i in zip(pred, y.cpu(), idx):
+                    metric.update(p, yi, i)
+                    if on_prediction is not None:
+                        on_prediction(i, p)
+    finally:
+        model.train(was_training)
     metric.cm = all_reduce_sum(metric.cm.to(env.device), env).cpu()  # nccl reduces GPU tensors only
-    for part in all_gather_objects(metric.per_image, env):
-        metric.per_image.update(part)
+    for part in all_gather_objects((metric.per_image, metric.per_image_counts), env):
+        metric.per_image.update(part[0])
+        metric.per_image_counts.update(part[1])
     return metric

@@ -45,17 +45,22 @@ class SegMetric:
         self.num_classes, self.ignore_index = num_classes, ignore_index
         self.cm = torch.zeros(num_classes, num_classes, dtype=torch.int64)
         self.per_image: dict[int, float] = {}  # dataset index -> mean IoU of that image
+        # dataset index -> (3,K) int64: true positives, label and prediction counts per class of that image,
+        # all a dataset-level worst case over attacks needs (attack/worst_case.py)
+        self.per_image_counts: dict[int, torch.Tensor] = {}
 
     def update(self, pred: torch.Tensor, label: torch.Tensor, index: int) -> torch.Tensor:
         """Add one image (pred and label (H,W)); returns its confusion matrix."""
         cm = confusion_matrix(pred, label, self.num_classes, self.ignore_index)
         self.cm += cm
         self.per_image[int(index)] = scores(cm)["mIoU"]
+        self.per_image_counts[int(index)] = torch.stack([cm.diag(), cm.sum(1), cm.sum(0)])
         return cm
 
     def merge(self, other: "SegMetric") -> None:
         self.cm += other.cm
         self.per_image.update(other.per_image)
+        self.per_image_counts.update(other.per_image_counts)
 
     def summary(self) -> dict:
         """scores() of the dataset plus "per_image_miou" ordered by dataset index."""

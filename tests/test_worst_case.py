@@ -1,0 +1,91 @@
+"""The worst case over attacks: never above any single attack, greedy against brute force (METHOD.md §5)."""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from attack import worst_case_choice, worst_case_miou
+from util.metrics import scores
+
+
+def miou_of(cms: torch.Tensor, choice) -> float:
+    """Dataset mIoU (util.metrics.scores) when image i takes attack choice[i]; cms (A,N,K,K)."""
+    total = sum(cms[a, i] for i, a in enumerate(choice))
+    return scores(total)["mIoU"]
+
+
+def lowest_accuracy_choice(cms: torch.Tensor) -> list[int]:
+    a_count, n = cms.shape[:2]
+    choice = []
+    for i in range(n):
+        accs = []
+        for a in range(a_count):
+            total = int(cms[a, i].sum())
+            accs.append(int(cms[a, i].trace()) / total if total else 0.0)
+        choice.append(accs.index(min(accs)))
+    return choice
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_worst_case_against_brute_force(seed):
+    g = torch.Generator().manual_seed(seed)
+    a_count, n, k = 3, 4, 3
+    cms = torch.randint(0, 6, (a_count, n, k, k), generator=g)
+    cms[:, :, 2] = torch.where(torch.rand(a_count, n, 1, generator=g) < 0.5, 0, cms[:, :, 2])  # class 2 often absent
+    choice, miou = worst_case_miou(cms)
+    assert len(choice) == n and all(0 <= a < a_count for a in choice)
+    assert miou == pytest.approx(miou_of(cms, choice), abs=1e-12)
+    singles = [miou_of(cms, [a] * n) for a in range(a_count)]
+    start = min([miou_of(cms, lowest_accuracy_choice(cms))] + singles)
+    assert all(miou <= s + 1e-12 for s in singles), "never above any single attack"
+    optimum = min(miou_of(cms, c) for c in itertools.product(range(a_count), repeat=n))
+    assert optimum - 1e-12 <= miou <= start + 1e-12
+    # greedy stops only where no single switch lowers the mIoU
+    for i in range(n):
+        for a in range(a_count):
+            switched = list(choice)
+            switched[i] = a
+            assert miou_of(cms, switched) >= miou - 1e-12
+
+
+def test_worst_case_switches_away_from_the_lowest_accuracy_attack():
+    """The start (lowest accuracy per image = attack 0 everywhere, mIoU 0.332) is improved by switching image 1 to
+    attack 1 (higher pixel accuracy there), which gives 0.271, below both single attacks."""
+    cms = torch.tensor([[[[0, 0], [2, 0]], [[4, 0], [3, 4]], [[0, 2], [2, 1]]],
+                        [[[0, 1], [0, 0]], [[1, 0], [1, 4]], [[3, 3], [1, 3]]]])
+    assert lowest_accuracy_choice(cms) == [0, 0, 0]
+    assert min(miou_of(cms, [a] * 3) for a in (0, 1)) == pytest.approx(0.33241758)
+    choice, miou = worst_case_miou(cms)
+    assert choice == [0, 1, 0]
+    assert miou == pytest.approx(miou_of(cms, [0, 1, 0])) and miou == pytest.approx(0.27083333)
+
+
+def test_worst_case_also_starts_from_each_single_attack():
+    """The lowest-accuracy choice [0, 0] (accuracies 1/4 < 3/9 and 4/9 < 3/6) is a local minimum, mIoU
+    (3/11 + 2/10)/2, that greedy switching cannot leave; the global minimum [1, 1], (1/10 + 5/14)/2, is attack 1
+    on every image, one of the starts."""
+    cms = torch.tensor([[[[1, 0], [3, 0]], [[2, 3], [2, 2]]],
+                        [[[1, 3], [3, 2]], [[0, 1], [2, 3]]]])
+    assert lowest_accuracy_choice(cms) == [0, 0]
+    assert miou_of(cms, [1, 1]) == pytest.approx((1 / 10 + 5 / 14) / 2)
+    choice, miou = worst_case_miou(cms)
+    assert choice == [1, 1]
+    assert miou == pytest.approx((1 / 10 + 5 / 14) / 2)
+
+
+def test_counts_and_confusions_agree():
+    g = torch.Generator().manual_seed(0)
+    cms = torch.randint(0, 6, (3, 5, 4, 4), generator=g)
+    counts = torch.stack([cms.diagonal(dim1=2, dim2=3), cms.sum(3), cms.sum(2)], dim=2)
+    assert worst_case_choice(counts) == worst_case_miou(cms)
+    with pytest.raises(ValueError, match="A,N,3,K"):
+        worst_case_choice(torch.zeros(2, 3, 4, 5))
+
+
+def test_worst_case_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="A,N,K,K"):
+        worst_case_miou(torch.zeros(2, 3, 4))
+    with pytest.raises(ValueError, match="A,N,K,K"):
+        worst_case_miou(torch.zeros(2, 3, 4, 5))
