@@ -1,10 +1,13 @@
-"""Evaluate a trained checkpoint on a dataset split (clean evaluation).
+"""Evaluate a trained checkpoint, clean and under the attacks of the config's ATTACK section.
 
-    python tool_test/test.py --config config/demo/demo_pspnet18.yaml [SECTION.key value ...]
+    python tool_test/test.py --config config/demo/demo_pspnet18_sat.yaml [SECTION.key value ...]
 
-Reads TEST.model_path (default: the run's model/last.pth) and writes
-<EXP.root>/<DATA.name>/<EXP.name>/result/<run_name>/: metrics.json, report.md and, with
-TEST.save_pictures, colour prediction PNGs. A second evaluation never overwrites the first.
+Reads TEST.model_path (default: the run's model/last.pth), evaluates the clean model and then every
+ATTACK.attacks entry under ATTACK.protocol (full | legacy | center, METHOD.md §7), with random starts seeded per
+image, and writes <EXP.root>/<DATA.name>/<EXP.name>/result/<run_name>/: metrics.json (protocol, clean, every
+attack with its parameters, the per-image worst case over the attacks), report.md and, with
+TEST.save_pictures, colour predictions under pictures/<clean|attack>/. TEST.num_images N evaluates the first
+N images. A second evaluation never overwrites the first.
 """
 from __future__ import annotations
 
@@ -15,9 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch
 from torch.utils.data import Subset
 
+from attack.robust import attack_entries, attack_from_config, protocol_from_config, worst_case_summary
 from model import build_model
 from util.checkpoint import load_checkpoint, load_model_state
 from util.classes import class_names, palette
@@ -26,36 +29,45 @@ from util.dataset import build_dataset, make_loader
 from util.demo_data import ensure_demo_data
 from util.distributed import all_gather_objects, barrier, cleanup, init_distributed
 from util.errors import run_cli
-from util.evaluation import evaluate, inference_settings
+from util.evaluation import evaluate
 from util.logger import make_logger
+from util.metrics import SegMetric
 from util.results import new_result_dir, per_class_table, report_table, save_colour_label, write_json
 
 
-def write_results(cfg, result_dir: Path, model_path: Path, epoch: int | None, clean: dict, seconds: float) -> None:
+def write_results(cfg, result_dir: Path, model_path: Path, epoch: int | None, protocol: dict, results: dict,
+                  seconds: float) -> None:
     """metrics.json and report.md of one evaluation (DESIGN.md, Outputs); prints the table."""
     payload = {
         "config": cfg.to_dict(),
         "model_path": str(model_path),
         "epoch": epoch,
-        "protocol": {"split": cfg.TEST.split, "images": clean["images"], **inference_settings(cfg)},
-        "clean": clean,
-        "attacks": {},
-        "worst_case": None,
+        "protocol": protocol,
+        "clean": results["clean"],
+        "attacks": results["attacks"],
+        "worst_case": results["worst_case"],
         "seconds": round(seconds, 1),
     }
     write_json(payload, result_dir / "metrics.json")
-    table = report_table([{"name": "clean", **clean}])
+    rows = [{"name": "clean", **results["clean"]}]
+    rows += [{**r, "name": key, "eps": r["params"]["eps"], "steps": r["params"].get("steps")}
+             for key, r in results["attacks"].items()]
+    if results["worst_case"] is not None:
+        rows.append({**results["worst_case"], "name": "worst case over the attacks"})
+    table = report_table(rows)
     names = class_names(cfg.DATA.name, cfg.DATA.classes)
+    clean = results["clean"]
     (result_dir / "report.md").write_text(
         f"# {cfg.EXP.name}: evaluation of {model_path}\n\n"
-        f"{clean['images']} images of the {cfg.TEST.split} split, inference {cfg.TEST.mode}.\n\n"
+        f"{clean['images']} images of the {cfg.TEST.split} split, protocol `{protocol['name']}` "
+        f"({protocol['rule']}), inference {cfg.TEST.mode}.\n\n"
         f"{table}\n\n## Per-class IoU (clean)\n\n{per_class_table(names, clean['per_class_iou'])}\n")
     print(table)
     print(f"wrote {result_dir / 'metrics.json'} and report.md in {seconds:.0f} s")
 
 
 def main(argv: list[str] | None = None) -> None:
-    cfg = config_from_cli("Evaluate a segmentation model.", argv)
+    cfg = config_from_cli("Evaluate a segmentation model, clean and under attack.", argv)
     env = init_distributed(cfg.DIST.backend)
     out_dir = run_dir(cfg)
     model_path = Path(cfg.TEST.model_path or out_dir / "model" / "last.pth")
@@ -63,42 +75,57 @@ def main(argv: list[str] | None = None) -> None:
     model = build_model(cfg)
     load_model_state(model, state["model"], f"checkpoint '{model_path}'")
     model.to(env.device).eval()
-
+    protocol = protocol_from_config(cfg, model)
     logger = make_logger("test", None, enabled=env.is_main)
     if env.is_main:
         ensure_demo_data(cfg, logger)
     barrier(env)
+    # every attack is built (and its parameters checked) before anything is written
+    attacks = {key: attack_from_config(name, params, protocol.target, f"ATTACK.attacks[{i}] ({key})", cfg)
+               for i, (key, name, params) in enumerate(attack_entries(cfg))}
     dataset = build_dataset(cfg, cfg.TEST.split, train=False)
     if cfg.TEST.num_images:
         dataset = Subset(dataset, range(min(cfg.TEST.num_images, len(dataset))))
     loader = make_loader(dataset, cfg.TEST.batch_size, cfg.TEST.workers, env.rank, env.world, train=False)
 
-    name = cfg.TEST.run_name or f"{cfg.TEST.split}_{model_path.stem}"
+    name = cfg.TEST.run_name or f"{cfg.TEST.split}_{model_path.stem}_{protocol.name}"
     result_dir = all_gather_objects(
         str(new_result_dir(out_dir / "result", name)) if env.is_main else None, env)[0]
     result_dir = Path(result_dir)
     logger.info(f"evaluating {model_path} (epoch {state.get('epoch')}) on {len(dataset)} images of "
-                f"{cfg.TEST.split}; results in {result_dir}")
+                f"{cfg.TEST.split}, protocol {protocol.name}, clean and {len(attacks)} attack(s); results in "
+                f"{result_dir}")
+    entries = dataset.dataset.entries if isinstance(dataset, Subset) else dataset.entries
+    colours = palette(cfg.DATA.name)
 
-    on_prediction = None
-    if cfg.TEST.save_pictures:
-        (result_dir / "pictures").mkdir(exist_ok=True)
-        entries = dataset.dataset.entries if isinstance(dataset, Subset) else dataset.entries
-        colours = palette(cfg.DATA.name)
-
-        def on_prediction(index: int, pred: torch.Tensor) -> None:
-            save_colour_label(pred.numpy(), colours, result_dir / "pictures" / f"{entries[index].image.stem}.png")
+    def pictures(key: str):
+        if not cfg.TEST.save_pictures:
+            return None
+        folder = result_dir / "pictures" / key
+        folder.mkdir(parents=True, exist_ok=True)
+        return lambda index, pred: save_colour_label(pred.numpy(), colours, folder / f"{entries[index].image.stem}.png")
 
     try:
         start = time.time()
-        clean = evaluate(model, loader, cfg, env, desc="clean", on_prediction=on_prediction).summary()
+        clean = evaluate(model, loader, cfg, env, desc="clean", on_prediction=pictures("clean"),
+                         predict=protocol.predict(None))
+        results = {"clean": clean.summary(), "attacks": {}}
+        logger.info(f"clean: mIoU {results['clean']['mIoU']:.4f}")
+        attacked: dict[str, SegMetric] = {}
+        for key, atk in attacks.items():
+            attacked[key] = evaluate(model, loader, cfg, env, desc=key, on_prediction=pictures(key),
+                                     predict=protocol.predict(atk))
+            results["attacks"][key] = {"name": atk.name, "params": atk.params(), **attacked[key].summary()}
+            logger.info(f"{key}: mIoU {results['attacks'][key]['mIoU']:.4f} ({atk!r})")
+        results["worst_case"] = worst_case_summary(attacked)
         seconds = time.time() - start
     except BaseException:
         if env.is_main:  # nothing half-written: a failed evaluation leaves no result folder
             shutil.rmtree(result_dir, ignore_errors=True)
         raise
     if env.is_main:
-        write_results(cfg, result_dir, model_path, state.get("epoch"), clean, seconds)
+        write_results(cfg, result_dir, model_path, state.get("epoch"),
+                      {"split": cfg.TEST.split, "images": len(dataset), **protocol.describe()}, results, seconds)
     cleanup(env)
 
 

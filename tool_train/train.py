@@ -1,13 +1,21 @@
-"""Train a segmentation model (METHOD.md §6), as one process or under torchrun (DDP).
+"""Train a segmentation model, clean or adversarially (METHOD.md §6), as one process or under torchrun (DDP).
 
-    python tool_train/train.py --config config/demo/demo_pspnet18.yaml [SECTION.key value ...]
+    python tool_train/train.py --config config/demo/demo_pspnet18_sat.yaml [SECTION.key value ...]
 
-Writes <EXP.root>/<DATA.name>/<EXP.name>/: config.yaml, train.log, tb/, model/last.pth every epoch and
-model/epoch_<N>.pth every TRAIN.save_freq epochs. TRAIN.resume continues from a checkpoint; with the same
-config, a resumed run reaches the same weights as an uninterrupted one.
+ADV_TRAIN.method at: in every step the first round(adv_ratio x per-process batch) images (at least one) are
+replaced by adversarial examples of ADV_TRAIN.attack, generated for those images only, on the unwrapped model
+in eval mode (BN running statistics and dropout untouched); the model then trains in train mode on the mixed
+batch with CE(main) + aux_weight x CE(aux). Logs and tensorboard show the loss and pixel accuracy of the
+adversarial and the clean part. ADV_TRAIN.val_attack adds robust validation on the first ADV_TRAIN.val_images
+validation images, which then chooses model/best.pth (otherwise the clean validation mIoU does).
+
+Writes <EXP.root>/<DATA.name>/<EXP.name>/: config.yaml, train.log, tb/, model/last.pth every epoch,
+model/best.pth and model/epoch_<N>.pth every TRAIN.save_freq epochs. TRAIN.resume continues from a
+checkpoint; with the same config, a resumed run reaches the same weights as an uninterrupted one.
 """
 from __future__ import annotations
 
+import math
 import sys
 import time
 from pathlib import Path
@@ -17,8 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 import torch
 from tensorboardX import SummaryWriter
+from torch.utils.data import Subset
 from tqdm import tqdm
 
+from attack import Attack
+from attack.robust import attack_from_config, protocol_from_config
 from model import build_model
 from util.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from util.config import config_from_cli, run_dir, save_config
@@ -28,7 +39,7 @@ from util.distributed import DistEnv, all_reduce_sum, barrier, cleanup, init_dis
 from util.errors import UserError, run_cli
 from util.evaluation import evaluate
 from util.logger import make_logger
-from util.loss import segmentation_loss
+from util.loss import loss_and_accuracy_sums, segmentation_loss
 
 
 def seed_epoch(seed: int, epoch: int, rank: int) -> None:
@@ -48,15 +59,27 @@ def build_optimizer(model, cfg) -> torch.optim.SGD:
     )
 
 
-def train_epoch(net, loader, optimizer, scheduler, cfg, env: DistEnv, bar: tqdm, writer, logger, epoch: int
-                ) -> dict[str, float]:
-    """One epoch of clean training; returns the epoch's mean loss and pixel accuracy over all processes."""
+def adversarial_count(batch: int, ratio: float) -> int:
+    """How many images of a per-process batch are replaced: ratio x batch rounded half up, at least one."""
+    return min(batch, max(1, math.floor(ratio * batch + 0.5)))
+
+
+def train_epoch(net, loader, optimizer, scheduler, cfg, env: DistEnv, bar: tqdm, writer, logger, epoch: int,
+                attack: Attack | None) -> dict[str, float]:
+    """One epoch (adversarial when `attack` is given); returns the epoch's mean losses and pixel accuracies
+    over all processes."""
     ignore = cfg.DATA.ignore_index
     net.train()
-    sums = torch.zeros(4, dtype=torch.float64)  # loss * n, aux loss * n, correct pixels, valid pixels
+    sums = torch.zeros(3, dtype=torch.float64)  # loss * n, aux loss * n, n
+    parts = torch.zeros(2, 3, dtype=torch.float64)  # (adversarial, clean) x (CE sum, correct, valid pixels)
     for it, (images, labels, _) in enumerate(loader, start=1):
         images = images.to(env.device, non_blocking=True)
         labels = labels.to(env.device, non_blocking=True)
+        n_adv = 0
+        if attack is not None:
+            n_adv = adversarial_count(len(images), cfg.ADV_TRAIN.adv_ratio)
+            # on the unwrapped model, in eval mode; the attack restores train mode
+            images = torch.cat([attack(images[:n_adv], labels[:n_adv]), images[n_adv:]])
         out = net(images, return_dict=True)
         main_loss = segmentation_loss(out["out"], labels, ignore)
         aux_loss = segmentation_loss(out["aux"], labels, ignore)
@@ -66,11 +89,11 @@ def train_epoch(net, loader, optimizer, scheduler, cfg, env: DistEnv, bar: tqdm,
         optimizer.step()
         scheduler.step()
 
-        with torch.no_grad():
-            valid = labels != ignore
-            correct = ((out["out"].argmax(1) == labels) & valid).sum()
-            stats = torch.stack([main_loss, aux_loss, correct.float(), valid.sum().float()]).double().cpu()
-        sums += stats * torch.tensor([len(images), len(images), 1, 1], dtype=torch.float64)
+        per_image = loss_and_accuracy_sums(out["out"].detach(), labels, ignore).cpu()  # (N,3)
+        step_parts = torch.stack([per_image[:n_adv].sum(0), per_image[n_adv:].sum(0)])
+        parts += step_parts
+        stats = torch.stack([main_loss.detach(), aux_loss.detach()]).double().cpu()
+        sums += torch.cat([stats * len(images), torch.tensor([len(images)], dtype=torch.float64)])
         lr = optimizer.param_groups[0]["lr"]
         step = scheduler.last_epoch
         bar.update()
@@ -79,17 +102,51 @@ def train_epoch(net, loader, optimizer, scheduler, cfg, env: DistEnv, bar: tqdm,
             writer.add_scalar("train/loss", float(stats[0]), step)
             writer.add_scalar("train/aux_loss", float(stats[1]), step)
             writer.add_scalar("train/lr", lr, step)
+            for name, (ce, correct, valid) in zip(("adv", "clean"), step_parts.tolist()):
+                if valid:
+                    writer.add_scalar(f"train/{name}_loss", ce / valid, step)
+                    writer.add_scalar(f"train/{name}_pixel_acc", correct / valid, step)
             if it % cfg.TRAIN.print_freq == 0 or it == len(loader):
                 logger.info(f"epoch {epoch} iter {it}/{len(loader)} loss {stats[0]:.4f} aux {stats[1]:.4f} "
-                            f"pixel_acc {stats[2] / max(float(stats[3]), 1):.4f} lr {lr:.3e}")
-    n = torch.tensor([len(loader) * loader.batch_size], dtype=torch.float64)
-    sums = all_reduce_sum(torch.cat([sums, n]).to(env.device), env).cpu()
-    return {"loss": float(sums[0] / sums[4]), "aux_loss": float(sums[1] / sums[4]),
-            "pixel_acc": float(sums[2] / sums[3].clamp(min=1))}
+                            f"{describe_parts(step_parts)} lr {lr:.3e}")
+    total = all_reduce_sum(torch.cat([sums, parts.flatten()]).to(env.device), env).cpu()
+    sums, parts = total[:3], total[3:].view(2, 3)
+    out = {"loss": float(sums[0] / sums[2]), "aux_loss": float(sums[1] / sums[2])}
+    for name, (ce, correct, valid) in zip(("adv", "clean"), parts.tolist()):
+        if valid:
+            out[f"{name}_loss"], out[f"{name}_pixel_acc"] = ce / valid, correct / valid
+    return out
+
+
+def describe_parts(parts: torch.Tensor) -> str:
+    """'adv loss .. acc .. clean loss .. acc ..' for (2,3) (CE sum, correct, valid) rows; empty parts left out."""
+    text = []
+    for name, (ce, correct, valid) in zip(("adv", "clean"), parts.tolist()):
+        if valid:
+            text.append(f"{name} loss {ce / valid:.4f} acc {correct / valid:.4f}")
+    return " ".join(text)
+
+
+def validate(model, val_loader, robust_loader, robust_attack, protocol, cfg, env, logger, writer, epoch: int
+             ) -> dict[str, float]:
+    """Clean validation (and robust validation when configured); returns {"mIoU": ..., "robust_mIoU": ...}."""
+    res = evaluate(model, val_loader, cfg, env, desc="val").summary()
+    logger.info(f"epoch {epoch} validation: mIoU {res['mIoU']:.4f} mAcc {res['mAcc']:.4f} aAcc {res['aAcc']:.4f}")
+    out = {"mIoU": res["mIoU"]}
+    if robust_attack is not None:
+        rob = evaluate(model, robust_loader, cfg, env, desc="robust val", predict=protocol.predict(robust_attack))
+        rob = rob.summary()
+        out["robust_mIoU"] = rob["mIoU"]
+        logger.info(f"epoch {epoch} robust validation ({robust_attack.name}, {rob['images']} images, protocol "
+                    f"{protocol.name}): mIoU {rob['mIoU']:.4f} mAcc {rob['mAcc']:.4f} aAcc {rob['aAcc']:.4f}")
+    if env.is_main:
+        for k, v in out.items():
+            writer.add_scalar(f"val/{k}", v, epoch)
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
-    cfg = config_from_cli("Train a segmentation model (clean training).", argv)
+    cfg = config_from_cli("Train a segmentation model (clean or adversarial training).", argv)
     env = init_distributed(cfg.DIST.backend)
     t = cfg.TRAIN
     if t.batch_size % env.world:
@@ -114,10 +171,22 @@ def main(argv: list[str] | None = None) -> None:
     if use_sync_bn(cfg.DIST.sync_bn, env):
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(env.device)
+    a = cfg.ADV_TRAIN
+    attack = None
+    if a.method == "at":  # built now, so that a bad attack name or parameter stops before anything is written
+        attack = attack_from_config(a.attack, a.params, model, "ADV_TRAIN.params", cfg)
+    robust_attack = robust_loader = protocol = None
+    if a.val_attack:
+        protocol = protocol_from_config(cfg, model)
+        spec = {k: v for k, v in a.val_attack.items() if k != "name"}
+        robust_attack = attack_from_config(a.val_attack["name"], spec, protocol.target, "ADV_TRAIN.val_attack", cfg)
+        subset = Subset(val_set, range(min(a.val_images or len(val_set), len(val_set))))
+        robust_loader = make_loader(subset, cfg.TEST.batch_size, cfg.DATA.workers, env.rank, env.world, False)
     optimizer = build_optimizer(model, cfg)
     max_iter = t.epochs * len(train_loader)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: max(1 - it / max_iter, 0.0) ** t.power)
     start_epoch = 1
+    best = {"metric": "robust_mIoU" if robust_attack is not None else "mIoU", "value": None, "epoch": None}
     resume = t.resume
     if resume == "auto":
         resume = str(out_dir / "model" / "last.pth") if (out_dir / "model" / "last.pth").is_file() else ""
@@ -127,6 +196,7 @@ def main(argv: list[str] | None = None) -> None:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch = state["epoch"] + 1
+        best = state.get("best", best)
 
     # Inputs are all checked: now the run folder is written.
     if env.is_main:
@@ -136,6 +206,12 @@ def main(argv: list[str] | None = None) -> None:
     logger.info(f"run folder {out_dir}; {env.world} process(es) on {env.device.type}")
     if resume:
         logger.info(f"resumed from {resume} after epoch {start_epoch - 1}")
+    if attack is not None:
+        logger.info(f"adversarial training: {adversarial_count(per_process, a.adv_ratio)} of {per_process} images "
+                    f"per process and step replaced by {attack!r}")
+    if robust_attack is not None:
+        logger.info(f"robust validation on {len(robust_loader.dataset)} images: {robust_attack!r}, protocol "
+                    f"{protocol.name}; model/best.pth by robust mIoU")
     net = wrap_ddp(model, env)  # `net` trains; `model` (the same weights) is validated and saved
     writer = SummaryWriter(str(out_dir / "tb")) if env.is_main else None
     logger.info(f"{len(train_set)} training images, {len(val_set)} validation images, "
@@ -148,23 +224,23 @@ def main(argv: list[str] | None = None) -> None:
         seed_epoch(cfg.EXP.seed, epoch, env.rank)
         train_set.set_epoch(epoch)
         train_loader.sampler.set_epoch(epoch)
-        stats = train_epoch(net, train_loader, optimizer, scheduler, cfg, env, bar, writer, logger, epoch)
-        logger.info(f"epoch {epoch}/{t.epochs}: loss {stats['loss']:.4f} aux {stats['aux_loss']:.4f} "
-                    f"pixel_acc {stats['pixel_acc']:.4f}")
+        stats = train_epoch(net, train_loader, optimizer, scheduler, cfg, env, bar, writer, logger, epoch, attack)
+        logger.info(f"epoch {epoch}/{t.epochs}: " + " ".join(f"{k} {v:.4f}" for k, v in stats.items()))
         if env.is_main:
             for k, v in stats.items():
                 writer.add_scalar(f"epoch/{k}", v, epoch)
+        improved = False
         if t.eval_freq and (epoch % t.eval_freq == 0 or epoch == t.epochs):
-            res = evaluate(model, val_loader, cfg, env, desc="val").summary()
-            logger.info(f"epoch {epoch} validation: mIoU {res['mIoU']:.4f} mAcc {res['mAcc']:.4f} "
-                        f"aAcc {res['aAcc']:.4f}")
-            if env.is_main:
-                for k in ("mIoU", "mAcc", "aAcc"):
-                    writer.add_scalar(f"val/{k}", res[k], epoch)
+            res = validate(model, val_loader, robust_loader, robust_attack, protocol, cfg, env, logger, writer, epoch)
+            if best["value"] is None or res[best["metric"]] > best["value"]:
+                best, improved = {"metric": best["metric"], "value": res[best["metric"]], "epoch": epoch}, True
         if env.is_main:
             state = {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict()}
+                     "scheduler": scheduler.state_dict(), "best": best}
             save_checkpoint(state, out_dir / "model" / "last.pth")
+            if improved:
+                save_checkpoint(state, out_dir / "model" / "best.pth")
+                logger.info(f"epoch {epoch}: best {best['metric']} so far ({best['value']:.4f}), model/best.pth")
             if t.save_freq and epoch % t.save_freq == 0:
                 save_checkpoint(state, out_dir / "model" / f"epoch_{epoch}.pth")
         barrier(env)

@@ -40,6 +40,16 @@ def pad_to(x: torch.Tensor, crop: Sequence[int], mean: Sequence[float]) -> tuple
     return F.pad(x - m, (left, pw - left, top, ph - top)) + m, (top, left)
 
 
+def pad_labels(y: torch.Tensor, crop: Sequence[int], ignore_index: int) -> torch.Tensor:
+    """Pad labels (N,H,W) like pad_to pads their images, with ignore_index."""
+    h, w = y.shape[-2:]
+    ph, pw = max(crop[0] - h, 0), max(crop[1] - w, 0)
+    if not (ph or pw):
+        return y
+    top, left = ph // 2, pw // 2
+    return F.pad(y, (left, pw - left, top, ph - top), value=ignore_index)
+
+
 class Tiling(NamedTuple):
     """Where the sliding-window crops of a batch lie: boxes on the padded image and the original region."""
     boxes: list[tuple[int, int, int, int]]  # (y0, y1, x0, x1) on the padded image

@@ -24,12 +24,16 @@ def confusion_matrix(pred: torch.Tensor, label: torch.Tensor, num_classes: int, 
 def scores(cm: torch.Tensor) -> dict:
     """mIoU, mAcc, aAcc (fractions in [0,1]) and per-class IoU (None where a class occurs nowhere)."""
     cm = cm.double()
-    tp = cm.diag()
-    gt, predicted = cm.sum(1), cm.sum(0)
+    return scores_from_counts(cm.diag(), cm.sum(1), cm.sum(0))
+
+
+def scores_from_counts(tp: torch.Tensor, gt: torch.Tensor, predicted: torch.Tensor) -> dict:
+    """scores() from per-class (K,) counts: true positives, label pixels, predicted pixels."""
+    tp, gt, predicted = tp.double(), gt.double(), predicted.double()
     union = gt + predicted - tp
     occurs = union > 0
     iou = torch.where(occurs, tp / union.clamp(min=1), torch.full_like(tp, float("nan")))
-    total = cm.sum()
+    total = gt.sum()
     return {
         "mIoU": float(iou[occurs].mean()) if occurs.any() else float("nan"),
         "mAcc": float((tp[gt > 0] / gt[gt > 0]).mean()) if (gt > 0).any() else float("nan"),
