@@ -70,20 +70,20 @@ def main(argv: list[str] | None = None) -> None:
     cfg = config_from_cli("Evaluate a segmentation model, clean and under attack.", argv)
     env = init_distributed(cfg.DIST.backend)
     out_dir = run_dir(cfg)
+    logger = make_logger("test", None, enabled=env.is_main)
+    if env.is_main:
+        ensure_demo_data(cfg, logger)
+    barrier(env)
+    dataset = build_dataset(cfg, cfg.TEST.split, train=False)  # a missing dataset stops before anything else
     model_path = Path(cfg.TEST.model_path or out_dir / "model" / "last.pth")
     state = load_checkpoint(model_path)
     model = build_model(cfg)
     load_model_state(model, state["model"], f"checkpoint '{model_path}'")
     model.to(env.device).eval()
     protocol = protocol_from_config(cfg, model)
-    logger = make_logger("test", None, enabled=env.is_main)
-    if env.is_main:
-        ensure_demo_data(cfg, logger)
-    barrier(env)
     # every attack is built (and its parameters checked) before anything is written
     attacks = {key: attack_from_config(name, params, protocol.target, f"ATTACK.attacks[{i}] ({key})", cfg)
                for i, (key, name, params) in enumerate(attack_entries(cfg))}
-    dataset = build_dataset(cfg, cfg.TEST.split, train=False)
     if cfg.TEST.num_images:
         dataset = Subset(dataset, range(min(cfg.TEST.num_images, len(dataset))))
     loader = make_loader(dataset, cfg.TEST.batch_size, cfg.TEST.workers, env.rank, env.world, train=False)
