@@ -15,7 +15,6 @@ checkpoint; with the same config, a resumed run reaches the same weights as an u
 """
 from __future__ import annotations
 
-import math
 import sys
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ from tqdm import tqdm
 
 from attack import Attack
 from attack.robust import attack_from_config, protocol_from_config
+from attack.training import adversarial_batch, adversarial_count
 from model import build_model
 from util.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from util.config import config_from_cli, run_dir, save_config
@@ -59,11 +59,6 @@ def build_optimizer(model, cfg) -> torch.optim.SGD:
     )
 
 
-def adversarial_count(batch: int, ratio: float) -> int:
-    """How many images of a per-process batch are replaced: ratio x batch rounded half up, at least one."""
-    return min(batch, max(1, math.floor(ratio * batch + 0.5)))
-
-
 def train_epoch(net, loader, optimizer, scheduler, cfg, env: DistEnv, bar: tqdm, writer, logger, epoch: int,
                 attack: Attack | None) -> dict[str, float]:
     """One epoch (adversarial when `attack` is given); returns the epoch's mean losses and pixel accuracies
@@ -76,10 +71,8 @@ def train_epoch(net, loader, optimizer, scheduler, cfg, env: DistEnv, bar: tqdm,
         images = images.to(env.device, non_blocking=True)
         labels = labels.to(env.device, non_blocking=True)
         n_adv = 0
-        if attack is not None:
-            n_adv = adversarial_count(len(images), cfg.ADV_TRAIN.adv_ratio)
-            # on the unwrapped model, in eval mode; the attack restores train mode
-            images = torch.cat([attack(images[:n_adv], labels[:n_adv]), images[n_adv:]])
+        if attack is not None:  # built on the unwrapped model: runs in eval mode, restores train mode
+            images, n_adv = adversarial_batch(attack, images, labels, cfg.ADV_TRAIN.adv_ratio)
         out = net(images, return_dict=True)
         main_loss = segmentation_loss(out["out"], labels, ignore)
         aux_loss = segmentation_loss(out["aux"], labels, ignore)

@@ -152,8 +152,8 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
             raise UserError(f"override '{key}': write it as SECTION.key, e.g. TRAIN.epochs")
         value = _parse_scalar(text)
         name, _, entry = name.partition(".")
-        if entry:  # SECTION.key.entry value: one entry of a mapping-typed key
-            if not isinstance(DEFAULTS.get(section, {}).get(name), dict):
+        if entry and name in DEFAULTS.get(section, {}):  # SECTION.key.entry value: one entry of a mapping key
+            if not isinstance(DEFAULTS[section][name], dict):
                 raise UserError(f"override '{key}': only mapping-typed keys take a third part "
                                 f"(e.g. ADV_TRAIN.params.steps)")
             value = {**merged[section][name], entry: value}

@@ -1,0 +1,61 @@
+"""The adversarial part of a training step (METHOD.md §6): which images are attacked, in which mode."""
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny_models import TinySeg
+
+from attack import build_attack
+from attack.training import adversarial_batch, adversarial_count
+
+
+@pytest.mark.parametrize("batch,ratio,expected", [(8, 0.5, 4), (8, 1.0, 8), (8, 0.25, 2), (3, 0.5, 2), (1, 0.5, 1),
+                                                  (16, 0.3, 5), (4, 0.01, 1)])
+def test_adversarial_count(batch, ratio, expected):
+    assert adversarial_count(batch, ratio) == expected
+
+
+def batch(n: int = 8, size: int = 24):
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(n, 3, size, size, generator=g), torch.randint(0, 7, (n, size, size), generator=g)
+
+
+@pytest.mark.parametrize("ratio", [0.5, 0.25, 1.0])
+def test_only_the_configured_fraction_is_attacked_and_the_rest_is_untouched(ratio):
+    model = TinySeg()
+    x, y = batch()
+    calls = []
+    atk = build_attack("rppgd++", model, eps=0.03, alpha=0.01, steps=2)
+    real_call = atk.run
+
+    def spy(images, labels, **kw):
+        calls.append(len(images))
+        return real_call(images, labels, **kw)
+    atk.run = spy
+    mixed, n_adv = adversarial_batch(atk, x, y, ratio)
+    assert n_adv == adversarial_count(8, ratio) and calls == [n_adv], "only the used images are attacked"
+    assert mixed.shape == x.shape
+    assert torch.equal(mixed[n_adv:], x[n_adv:]), "the clean part is untouched"
+    delta = (mixed[:n_adv] - x[:n_adv]).abs()
+    assert delta.max() <= 0.03 + 1e-6 and (delta.flatten(1).max(1).values > 0).all(), "each adversarial image moved"
+
+
+def test_the_attack_runs_in_eval_mode_and_leaves_bn_statistics_alone():
+    model = TinySeg()
+    model.train()
+    with torch.no_grad():  # non-trivial running statistics
+        model(torch.rand(4, 3, 24, 24))
+    stats = {k: v.clone() for k, v in model.state_dict().items() if "running" in k or "num_batches" in k}
+    modes = []
+    hooks = [m.register_forward_pre_hook(lambda m, _: modes.append(m.training))
+             for m in model.modules() if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.Dropout2d))]
+    x, y = batch(4)
+    adversarial_batch(build_attack("rppgd++", model, steps=3, alpha=0.01), x, y, 0.5)
+    for h in hooks:
+        h.remove()
+    assert modes and not any(modes), "BN and dropout saw eval mode during the attack"
+    assert model.training and all(m.training for m in model.modules()), "train mode is back"
+    for k, v in model.state_dict().items():
+        if k in stats:
+            assert torch.equal(v, stats[k]), f"{k} changed during the attack"
+    assert all(p.grad is None for p in model.parameters())
