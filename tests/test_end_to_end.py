@@ -43,8 +43,8 @@ def test_train_then_test(tmp_path, tiny_data):
     assert "TRAIN:" in (run_dir / "config.yaml").read_text()
 
     proc = run([sys.executable, str(ROOT / "tool_test/test.py"), "--config", config, *common,
-                "TEST.save_pictures", "true"], cwd=tmp_path)
-    result = run_dir / "result" / "val_last"
+                "TEST.save_pictures", "true", "ATTACK.attacks", "[]"], cwd=tmp_path)
+    result = run_dir / "result" / "val_last_full"
     metrics = json.loads((result / "metrics.json").read_text())
     clean = metrics["clean"]
     assert 0 <= clean["mIoU"] <= 1 and 0 <= clean["aAcc"] <= 1 and clean["images"] == 4
@@ -52,11 +52,11 @@ def test_train_then_test(tmp_path, tiny_data):
     assert metrics["protocol"]["mode"] == "whole" and metrics["attacks"] == {} and metrics["epoch"] == 1
     assert metrics["config"]["MODEL"]["head_channels"] == 32
     assert "| clean |" in (result / "report.md").read_text() and "| clean |" in proc.stdout
-    assert len(list((result / "pictures").glob("*.png"))) == 4
+    assert len(list((result / "pictures" / "clean").glob("*.png"))) == 4
 
-    run([sys.executable, str(ROOT / "tool_test/test.py"), "--config", config, *common, "TEST.num_images", "2"],
-        cwd=tmp_path)
-    again = json.loads((run_dir / "result" / "val_last_2" / "metrics.json").read_text())  # nothing overwritten
+    run([sys.executable, str(ROOT / "tool_test/test.py"), "--config", config, *common, "TEST.num_images", "2",
+         "ATTACK.attacks", "[]"], cwd=tmp_path)
+    again = json.loads((run_dir / "result" / "val_last_full_2" / "metrics.json").read_text())  # nothing overwritten
     assert again["clean"]["images"] == 2 and (result / "metrics.json").is_file()
 
     broken = tmp_path / "broken"  # a bad label stops the evaluation cleanly and leaves no result folder
@@ -69,8 +69,10 @@ def test_train_then_test(tmp_path, tiny_data):
     assert not (run_dir / "result" / "broken").exists()
 
 
-def test_resume_reaches_the_same_weights(tmp_path, tiny_data):
-    common = tiny_overrides(tiny_data, tmp_path / "exp") + ["TRAIN.epochs", "2", "TRAIN.eval_freq", "0"]
+@pytest.mark.parametrize("method", ["none", "at"])
+def test_resume_reaches_the_same_weights(tmp_path, tiny_data, method):
+    common = tiny_overrides(tiny_data, tmp_path / "exp") + ["TRAIN.epochs", "2", "TRAIN.eval_freq", "0",
+                                                           "ADV_TRAIN.method", method]
     config = str(ROOT / "config/demo/demo_pspnet18.yaml")
     train = [sys.executable, str(ROOT / "tool_train/train.py"), "--config", config, *common]
     run(train + ["EXP.name", "straight", "TRAIN.save_freq", "1"], cwd=tmp_path)
@@ -91,12 +93,53 @@ def test_ddp_two_processes_through_the_launchers(tmp_path, tiny_data):
         env_extra={"NPROC": "2", "PYTHON": sys.executable})
     run_dir = tmp_path / "exp" / "demo" / "demo_pspnet18"
     assert "2 process(es)" in (run_dir / "train.log").read_text()
+    attack = "[{name: pgd, eps: 0.1, alpha: 0.05, steps: 2}]"  # random start: seeded per image
     for nproc in ("2", "1"):
-        run(["sh", str(ROOT / "tool_test/demo/psp_test.sh"), *common, "TEST.run_name", f"np{nproc}"],
-            cwd=tmp_path, env_extra={"NPROC": nproc, "PYTHON": sys.executable})
-    two = json.loads((run_dir / "result" / "np2" / "metrics.json").read_text())["clean"]
-    one = json.loads((run_dir / "result" / "np1" / "metrics.json").read_text())["clean"]
-    assert two == one  # sharded evaluation counts every image exactly once
+        run(["sh", str(ROOT / "tool_test/demo/psp_test.sh"), *common, "TEST.run_name", f"np{nproc}",
+             "ATTACK.attacks", attack], cwd=tmp_path, env_extra={"NPROC": nproc, "PYTHON": sys.executable})
+    two = json.loads((run_dir / "result" / "np2" / "metrics.json").read_text())
+    one = json.loads((run_dir / "result" / "np1" / "metrics.json").read_text())
+    assert two["clean"] == one["clean"]  # sharded evaluation counts every image exactly once
+    # per-image seeds: the attacked images do not depend on the process count (up to float rounding)
+    assert two["attacks"]["pgd"]["mIoU"] == pytest.approx(one["attacks"]["pgd"]["mIoU"], abs=1e-3)
+    assert two["attacks"]["pgd"]["per_image_miou"] == pytest.approx(one["attacks"]["pgd"]["per_image_miou"], abs=1e-2)
+
+
+def test_adversarial_training_then_robust_evaluation(tmp_path, tiny_data):
+    common = tiny_overrides(tiny_data, tmp_path / "exp")
+    config = str(ROOT / "config/demo/demo_pspnet18_sat.yaml")
+    run([sys.executable, str(ROOT / "tool_train/train.py"), "--config", config, *common, "TRAIN.epochs", "2",
+         "ADV_TRAIN.val_attack", "{name: pgd, eps: 0.1, alpha: 0.05, steps: 1}", "ADV_TRAIN.val_images", "2",
+         "ADV_TRAIN.params.steps", "2"], cwd=tmp_path)
+    run_dir = tmp_path / "exp" / "demo" / "demo_pspnet18_sat"
+    log = (run_dir / "train.log").read_text()
+    assert "adversarial training: 2 of 4 images per process and step replaced by RPPGDPlusPlus(eps=0.1" in log
+    assert "adv loss" in log and "clean loss" in log and "adv_pixel_acc" in log
+    assert "robust validation (pgd, 2 images, protocol full)" in log
+    assert (run_dir / "model" / "best.pth").is_file()
+    best = torch.load(run_dir / "model" / "best.pth", weights_only=True)["best"]
+    assert best["metric"] == "robust_mIoU" and best["epoch"] in (1, 2)
+
+    attacks = ("[{name: bim, eps: 0.1, alpha: 0.01, steps: 2}, "
+               + ", ".join(f"{{name: {n}, eps: 0.1, alpha: 0.05, steps: 2}}"
+                           for n in ("pgd", "segpgd", "cospgd", "rppgd", "rppgd++")) + "]")
+    proc = run([sys.executable, str(ROOT / "tool_test/test.py"), "--config", config, *common,
+                "ATTACK.attacks", attacks], cwd=tmp_path)
+    result = run_dir / "result" / "val_last_full"
+    metrics = json.loads((result / "metrics.json").read_text())
+    assert metrics["protocol"]["name"] == "full" and "per image" in metrics["protocol"]["seeds"]
+    assert list(metrics["attacks"]) == ["bim", "pgd", "segpgd", "cospgd", "rppgd", "rppgd++"]
+    for key, entry in metrics["attacks"].items():
+        assert entry["name"] == key and entry["params"]["eps"] == 0.1 and entry["images"] == 4
+        assert 0 <= entry["mIoU"] <= 1 and len(entry["per_image_miou"]) == 4
+        assert metrics["worst_case"]["mIoU"] <= entry["mIoU"] + 1e-12
+        for worst, single in zip(metrics["worst_case"]["per_image_miou"], entry["per_image_miou"]):
+            assert worst <= single
+    bim = metrics["attacks"]["bim"]["params"]
+    assert bim["steps"] == 2 and "random_start" not in bim  # BIM: PGD without a random start
+    report = (result / "report.md").read_text()
+    assert "| rppgd++ | 0.1000 | 2 |" in report and "| worst case over the attacks |" in report
+    assert "| segpgd |" in proc.stdout
 
 
 def test_launchers_parse():

@@ -1,0 +1,79 @@
+"""The launchers (DESIGN.md, Launchers): each parses, loads its config, builds its model, and without the dataset
+stops at once with a message naming the missing path and the README's Datasets section."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import ROOT
+from model import build_model
+from util.config import load_config
+
+DATASETS = ("voc2012", "cityscapes", "ade20k")
+SAT = [f"tool_{kind}/{ds}/{m}_{kind}_sat.sh" for ds in DATASETS + ("demo",) for m in ("psp", "aspp")
+       for kind in ("train", "test")]
+CLASSES = {"voc2012": 21, "cityscapes": 19, "ade20k": 150, "demo": 7}
+
+
+def config_of(launcher: str) -> str:
+    found = re.findall(r"config/\S+\.yaml", (ROOT / launcher).read_text().split("exec", 1)[1])
+    assert len(found) == 1, f"{launcher} must name exactly one config"
+    return found[0]
+
+
+def test_the_twelve_launchers_and_the_demo_ones_exist():
+    assert len(SAT) == 16
+    for launcher in SAT:
+        assert (ROOT / launcher).is_file(), launcher
+
+
+@pytest.mark.parametrize("launcher", SAT)
+def test_launcher_parses_loads_its_config_and_builds_its_model(launcher):
+    subprocess.run(["sh", "-n", str(ROOT / launcher)], check=True)
+    dataset, script = launcher.split("/")[1], launcher.split("/")[2]
+    cfg = load_config(ROOT / config_of(launcher), ["MODEL.pretrained", ""])
+    assert cfg.DATA.name == dataset and cfg.DATA.classes == CLASSES[dataset]
+    assert cfg.MODEL.arch == ("pspnet" if script.startswith("psp") else "deeplabv3")
+    assert cfg.ADV_TRAIN.method == "at" and cfg.ADV_TRAIN.attack == "rppgd++"
+    assert {a["name"] for a in cfg.ATTACK.attacks} == {"bim", "pgd", "segpgd", "cospgd", "rppgd", "rppgd++"}
+    model = build_model(cfg).eval()
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 33, 33)).shape == (1, CLASSES[dataset], 33, 33)
+    # the test launcher evaluates the checkpoint its train launcher wrote: the same config, so the same run folder
+    twin = launcher.replace("tool_train", "tool_test").replace("_train_", "_test_") if "train" in launcher else \
+        launcher.replace("tool_test", "tool_train").replace("_test_", "_train_")
+    assert config_of(twin) == config_of(launcher)
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_release_recipe_of_the_real_configs(dataset):
+    """METHOD.md §6 and the issue's evaluation budget."""
+    crop, scales, epochs = {"voc2012": (473, [0.5, 2.0], 50), "cityscapes": (449, [0.25, 1.0], 400),
+                            "ade20k": (465, [0.5, 2.0], 100)}[dataset]
+    cfg = load_config(ROOT / f"config/{dataset}/{dataset}_pspnet50_sat.yaml")
+    t = cfg.TRAIN
+    assert (t.crop_size, t.scale_range, t.epochs, t.batch_size) == ([crop, crop], scales, epochs, 16)
+    assert (t.base_lr, t.aux_weight, t.head_lr_mult, t.power) == (0.01, 0.4, 10.0, 0.9)
+    assert cfg.ADV_TRAIN.params == {"eps": 0.03, "alpha": 0.01, "steps": 3, "random_start": True}
+    assert cfg.ADV_TRAIN.adv_ratio == 0.5 and cfg.MODEL.layers == 50 and cfg.ATTACK.protocol == "full"
+    for a in cfg.ATTACK.attacks:  # BIM with the legacy budget (no random start by definition), the rest 20 steps
+        assert (a["eps"], a["alpha"], a["steps"]) == (0.03, 0.01, 2 if a["name"] == "bim" else 20)
+    assert cfg.TEST.mode == "slide" and cfg.TEST.crop_size == [crop, crop]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", [s for s in SAT if "/demo/" not in s])
+def test_launcher_without_the_dataset_stops_at_once(launcher, tmp_path):
+    env = {**os.environ, "PYTHON": sys.executable, "NPROC": "1"}
+    proc = subprocess.run(["sh", str(ROOT / launcher), "EXP.root", str(tmp_path / "exp")], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300, env=env)
+    dataset = launcher.split("/")[1]
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert f"data/{dataset}" in proc.stderr and "README.md, section 'Datasets'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "exp").exists(), "nothing is written"
