@@ -172,3 +172,15 @@ def test_convergence_study(tmp_path, tiny_data):
     metrics = json.loads((out / "convergence.json").read_text())
     assert all(0 <= a["mIoU"] <= 1 for a in metrics["attacks"])
     assert (tmp_path / "exp" / "demo" / "class_counts.json").is_file()
+
+
+def test_training_throughput_benchmark(tmp_path):
+    out = tmp_path / "bench.json"
+    run([sys.executable, str(ROOT / "tool_train/bench_train.py"), "--config",
+         str(ROOT / "config/voc2012/voc2012_pspnet50_sat.yaml"), "--iters", "2", "--warmup", "1", "--batch", "2",
+         "--block", "1", "--out", str(out), "MODEL.layers", "18", "MODEL.head_channels", "32",
+         "TRAIN.crop_size", "33"], cwd=tmp_path)
+    result = json.loads(out.read_text())
+    assert result["attack"]["name"] == "rppgd++" and result["attack"]["steps"] == 3 and result["crop"] == [33, 33]
+    assert result["clean_images_per_s"] > 0 and result["at_images_per_s"] > 0
+    assert result["at_over_clean_time"] > 1, "three attack steps on half the batch cost something"

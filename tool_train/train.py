@@ -59,6 +59,27 @@ def build_optimizer(model, cfg) -> torch.optim.SGD:
     )
 
 
+def train_step(net, attack: Attack | None, images: torch.Tensor, labels: torch.Tensor, optimizer, scheduler, cfg
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """One optimisation step on a batch (N,3,H,W), adversarial when `attack` is given (attack/training.py).
+
+    Returns the main logits (detached), the main and auxiliary losses (detached) and the number of adversarial
+    images at the front of the batch.
+    """
+    n_adv = 0
+    if attack is not None:  # built on the unwrapped model: runs in eval mode, restores train mode
+        images, n_adv = adversarial_batch(attack, images, labels, cfg.ADV_TRAIN.adv_ratio)
+    out = net(images, return_dict=True)
+    main_loss = segmentation_loss(out["out"], labels, cfg.DATA.ignore_index)
+    aux_loss = segmentation_loss(out["aux"], labels, cfg.DATA.ignore_index)
+    loss = main_loss + cfg.TRAIN.aux_weight * aux_loss
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    return out["out"].detach(), main_loss.detach(), aux_loss.detach(), n_adv
+
+
 def train_epoch(net, loader, optimizer, scheduler, cfg, env: DistEnv, bar: tqdm, writer, logger, epoch: int,
                 attack: Attack | None) -> dict[str, float]:
     """One epoch (adversarial when `attack` is given); returns the epoch's mean losses and pixel accuracies
@@ -70,22 +91,12 @@ def train_epoch(net, loader, optimizer, scheduler, cfg, env: DistEnv, bar: tqdm,
     for it, (images, labels, _) in enumerate(loader, start=1):
         images = images.to(env.device, non_blocking=True)
         labels = labels.to(env.device, non_blocking=True)
-        n_adv = 0
-        if attack is not None:  # built on the unwrapped model: runs in eval mode, restores train mode
-            images, n_adv = adversarial_batch(attack, images, labels, cfg.ADV_TRAIN.adv_ratio)
-        out = net(images, return_dict=True)
-        main_loss = segmentation_loss(out["out"], labels, ignore)
-        aux_loss = segmentation_loss(out["aux"], labels, ignore)
-        loss = main_loss + cfg.TRAIN.aux_weight * aux_loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
+        logits, main_loss, aux_loss, n_adv = train_step(net, attack, images, labels, optimizer, scheduler, cfg)
 
-        per_image = loss_and_accuracy_sums(out["out"].detach(), labels, ignore).cpu()  # (N,3)
+        per_image = loss_and_accuracy_sums(logits, labels, ignore).cpu()  # (N,3)
         step_parts = torch.stack([per_image[:n_adv].sum(0), per_image[n_adv:].sum(0)])
         parts += step_parts
-        stats = torch.stack([main_loss.detach(), aux_loss.detach()]).double().cpu()
+        stats = torch.stack([main_loss, aux_loss]).double().cpu()
         sums += torch.cat([stats * len(images), torch.tensor([len(images)], dtype=torch.float64)])
         lr = optimizer.param_groups[0]["lr"]
         step = scheduler.last_epoch
