@@ -32,6 +32,7 @@ from attack.robust import attack_from_config, protocol_from_config
 from attack.training import adversarial_batch, adversarial_count
 from model import build_model
 from util.checkpoint import load_checkpoint, load_model_state, save_checkpoint
+from util.classes import class_names
 from util.config import config_from_cli, run_dir, save_config
 from util.dataset import build_dataset, make_loader
 from util.demo_data import ensure_demo_data
@@ -135,7 +136,11 @@ def validate(model, val_loader, robust_loader, robust_attack, protocol, cfg, env
              ) -> dict[str, float]:
     """Clean validation (and robust validation when configured); returns {"mIoU": ..., "robust_mIoU": ...}."""
     res = evaluate(model, val_loader, cfg, env, desc="val").summary()
-    logger.info(f"epoch {epoch} validation: mIoU {res['mIoU']:.4f} mAcc {res['mAcc']:.4f} aAcc {res['aAcc']:.4f}")
+    names = class_names(cfg.DATA.name, cfg.DATA.classes)
+    iou = {n: v for n, v in zip(names, res["per_class_iou"]) if v is not None}
+    weakest = ", ".join(f"{n} {v:.3f}" for n, v in sorted(iou.items(), key=lambda kv: kv[1])[:5])
+    logger.info(f"epoch {epoch} validation: mIoU {res['mIoU']:.4f} mAcc {res['mAcc']:.4f} aAcc {res['aAcc']:.4f}; "
+                f"lowest class IoU: {weakest}")
     out = {"mIoU": res["mIoU"]}
     if robust_attack is not None:
         rob = evaluate(model, robust_loader, cfg, env, desc="robust val", predict=protocol.predict(robust_attack))
@@ -146,6 +151,8 @@ def validate(model, val_loader, robust_loader, robust_attack, protocol, cfg, env
     if env.is_main:
         for k, v in out.items():
             writer.add_scalar(f"val/{k}", v, epoch)
+        for n, v in iou.items():
+            writer.add_scalar(f"val_class_iou/{n}", v, epoch)
     return out
 
 

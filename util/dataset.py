@@ -39,7 +39,8 @@ def read_list(data_root: str | Path, list_file: str | Path) -> list[Entry]:
         raise UserError(f"DATA.data_root is not set: point it at the prepared dataset (see {README_DATASETS})")
     root = Path(data_root)
     if not root.is_dir():
-        raise UserError(f"DATA.data_root '{root}' does not exist (see {README_DATASETS})")
+        raise UserError(f"DATA.data_root '{root}' does not exist: prepare the dataset there with "
+                        f"`python -m util.prepare` or point DATA.data_root at it (see {README_DATASETS})")
     path = root / list_file
     if not path.is_file():
         raise UserError(f"list file '{path}' does not exist (DATA.train_list/val_list; see {README_DATASETS})")

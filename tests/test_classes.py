@@ -1,0 +1,80 @@
+"""util.classes against the published tables: Cityscapes' label table, ADE20k's objectInfo150, VOC's devkit."""
+from __future__ import annotations
+
+import numpy as np
+from published import VOC_DEVKIT_CLASSES, ade20k_table, cityscapes_table
+
+from util.classes import (
+    ADE20K_CLASSES,
+    ADE20K_COLOURS,
+    ADE20K_OFFICIAL_NAMES,
+    CITYSCAPES_CLASSES,
+    CITYSCAPES_LABELS,
+    DEMO_CLASSES,
+    VOC_CLASSES,
+    cityscapes_train_ids,
+    class_names,
+    palette,
+)
+
+
+def test_cityscapes_label_table_is_the_official_one():
+    published = cityscapes_table()
+    assert len(published) == len(CITYSCAPES_LABELS) == 35
+    for row, lab in zip(published, CITYSCAPES_LABELS):
+        assert (lab.name, lab.id, lab.train_id, lab.category, lab.category_id, lab.has_instances,
+                lab.ignore_in_eval, lab.color) == tuple(row.values()), row["name"]
+
+
+def test_cityscapes_train_ids_and_names_follow_the_table():
+    published = cityscapes_table()
+    table = cityscapes_train_ids()
+    for row in published:
+        if row["id"] >= 0:
+            assert table[row["id"]] == (row["trainId"] if 0 <= row["trainId"] < 255 else 255), row["name"]
+    assert (table[34:] == 255).all()
+    trained = sorted((r["trainId"], r["name"]) for r in published if 0 <= r["trainId"] < 255)
+    assert [t for t, _ in trained] == list(range(19))
+    assert CITYSCAPES_CLASSES == tuple(name for _, name in trained)
+    assert CITYSCAPES_CLASSES[:3] == ("road", "sidewalk", "building") and CITYSCAPES_CLASSES[-1] == "bicycle"
+    # the evaluated classes are exactly the trained ones
+    assert {r["name"] for r in published if not r["ignoreInEval"]} == set(CITYSCAPES_CLASSES)
+
+
+def test_ade20k_classes_are_objectinfo150_in_index_order():
+    published = ade20k_table()
+    assert [i for i, _ in published] == list(range(1, 151))
+    assert ADE20K_OFFICIAL_NAMES == tuple(name for _, name in published)
+    assert ADE20K_CLASSES == tuple(name.split(",")[0] for _, name in published)
+    assert (ADE20K_CLASSES[0], ADE20K_CLASSES[12], ADE20K_CLASSES[149]) == ("wall", "person", "flag")
+    assert len(ADE20K_COLOURS) == 150
+
+
+def test_voc_classes_are_the_devkit_ones_after_background():
+    assert VOC_CLASSES == ("background",) + VOC_DEVKIT_CLASSES
+    assert len(VOC_CLASSES) == 21
+
+
+def test_class_names_per_dataset():
+    assert class_names("voc2012", 21) == list(VOC_CLASSES)
+    assert class_names("cityscapes", 19) == list(CITYSCAPES_CLASSES)
+    assert class_names("ade20k", 150) == list(ADE20K_CLASSES)
+    assert class_names("demo", 7) == list(DEMO_CLASSES)
+    # another dataset, or a table that does not fit DATA.classes: numbered names
+    assert class_names("mine", 3) == ["class_0", "class_1", "class_2"]
+    assert class_names("voc2012", 5) == [f"class_{i}" for i in range(5)]
+
+
+def test_palettes():
+    voc = palette("voc2012")
+    assert voc.shape == (256, 3) and voc.dtype == np.uint8
+    assert tuple(voc[1]) == (128, 0, 0) and tuple(voc[15]) == (192, 128, 128) and tuple(voc[255]) == (224, 224, 192)
+    assert (palette("demo") == voc).all()
+    city = palette("cityscapes")
+    for row in cityscapes_table():
+        if 0 <= row["trainId"] < 255:
+            assert tuple(city[row["trainId"]]) == row["color"], row["name"]
+    assert tuple(city[255]) == (0, 0, 0)
+    ade = palette("ade20k")
+    assert [tuple(c) for c in ade[:150]] == list(ADE20K_COLOURS) and tuple(ade[255]) == (0, 0, 0)
+    assert tuple(ade[0]) == (120, 120, 120) and tuple(ade[2]) == (6, 230, 230)  # wall, sky
