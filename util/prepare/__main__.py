@@ -22,6 +22,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="processes converting labels (default: min(8, CPUs))")
     parser.add_argument("--copy", action="store_true", help="copy the images instead of linking them")
     args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error(f"--workers must be at least 1, got {args.workers}")
     dst = args.dst or f"data/{args.dataset}"
     report = prepare(args.dataset, args.src, dst, args.sbd, args.workers, args.copy)
     for note in report.notes:
