@@ -78,6 +78,11 @@ def test_voc_without_sbd_writes_train_and_val_and_says_why_there_is_no_train_aug
     report = prepare("voc2012", voc_raw[0], dst)
     assert sorted(p.name for p in (dst / "list").iterdir()) == ["train.txt", "val.txt"]
     assert any("train_aug" in note and "--sbd" in note for note in report.notes)
+    # with --sbd, then without: the prepared root holds what the last run made
+    prepare("voc2012", voc_raw[0], dst, voc_raw[1])
+    assert (dst / "list/train_aug.txt").is_file()
+    report = prepare("voc2012", voc_raw[0], dst)
+    assert not (dst / "list/train_aug.txt").exists() and "removed list/train_aug.txt of an earlier run" in report.notes
 
 
 def test_second_run_skips_finished_files_and_gives_the_same_result(voc_raw, tmp_path):
@@ -157,6 +162,10 @@ def test_voc_incomplete_source_stops_before_writing_anything(voc_raw, tmp_path, 
 def test_missing_source_and_destination_inside_source(tmp_path, voc_raw):
     with pytest.raises(UserError, match=r"--src must be VOCdevkit/VOC2012: folder '.*nowhere' does not exist"):
         prepare("voc2012", tmp_path / "nowhere", tmp_path / "out")
+    with pytest.raises(UserError, match=r"--src '.*raw/VOCdevkit' has no JPEGImages/ but '.*VOCdevkit/VOC2012' has"):
+        prepare("voc2012", tmp_path / "raw/VOCdevkit", tmp_path / "out")
+    with pytest.raises(UserError, match=r"--sbd '.*raw' has no cls/ but '.*raw/benchmark_RELEASE/dataset' has"):
+        prepare("voc2012", voc_raw[0], tmp_path / "out", tmp_path / "raw")
     with pytest.raises(UserError, match="lies inside --src"):
         prepare("voc2012", voc_raw[0], voc_raw[0] / "prepared")
     with pytest.raises(UserError, match="--sbd belongs to voc2012"):
@@ -242,7 +251,7 @@ def test_cityscapes_label_without_image_and_unknown_id(tmp_path):
     fake_raw.write_grey_png(src / "gtFine/train/aachen/aachen_000001_000019_gtFine_labelIds.png", bad)
     with pytest.raises(UserError, match=r"aachen_000001_000019_gtFine_labelIds\.png' holds value\(s\) \[34\] "
                                         r"outside the Cityscapes label ids 0-33"):
-        prepare("cityscapes", src, tmp_path / "out")
+        prepare("cityscapes", src, tmp_path / "out", workers=2)  # raised in a worker, re-raised here
     assert not (tmp_path / "out/list").exists()
 
 

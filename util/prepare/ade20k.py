@@ -16,7 +16,7 @@ import numpy as np
 
 from util.classes import ADE20K_CLASSES
 from util.errors import UserError
-from util.prepare.common import Item, Plan, read_png_ids, require_dir
+from util.prepare.common import Item, Plan, check_root, read_png_ids, require_dir
 
 NUM_CLASSES = len(ADE20K_CLASSES)
 OFFICIAL = {"list/training.txt": 20210, "list/validation.txt": 2000}
@@ -38,6 +38,7 @@ def plan(src: Path, sbd: Path | None = None) -> Plan:
         raise UserError("--sbd belongs to voc2012, not ade20k")
     what = "--src must be ADEChallengeData2016 (with images/ and annotations/)"
     require_dir(src, what)
+    check_root(src, "images", "ADEChallengeData2016", "--src")
     out = Plan(official=OFFICIAL)
     for split in ("training", "validation"):
         images_dir = require_dir(src / "images" / split, what)

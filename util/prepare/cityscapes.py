@@ -76,4 +76,5 @@ def plan(src: Path, sbd: Path | None = None) -> Plan:
         out.lists["list/test.txt"] = keys
     else:
         out.notes.append(f"no '{test_dir}': list/test.txt (test images for the benchmark server) is not written")
+        out.not_written.append("list/test.txt")
     return out

@@ -45,6 +45,8 @@ class Plan:
     lists: dict[str, list[str]] = field(default_factory=dict)
     official: dict[str, int] = field(default_factory=dict)  # list path -> number of images of the official split
     notes: list[str] = field(default_factory=list)
+    # lists this dataset writes in other runs (e.g. train_aug.txt with --sbd): an older one is removed at the end
+    not_written: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -64,6 +66,13 @@ def require_dir(path: Path, what: str) -> Path:
     if not path.is_dir():
         raise UserError(f"{what}: folder '{path}' does not exist")
     return path
+
+
+def check_root(root: Path, marker: str, nested: str, option: str) -> None:
+    """Stop early, with the right path, when the user passed the folder above the expected root."""
+    if not (root / marker).is_dir() and (root / nested / marker).is_dir():
+        raise UserError(f"{option} '{root}' has no {marker}/ but '{root / nested}' has: pass {option} "
+                        f"{root / nested}")
 
 
 def read_ids(path: Path, what: str) -> list[str]:
@@ -200,6 +209,10 @@ def execute(plan: Plan, dst: Path, workers: int, copy: bool, desc: str) -> Repor
             report.warnings.append(f"{name} has {len(lines):,} images; the official split has {official:,} "
                                    "(fine for a subset; published figures use the full split)")
             print(f"warning: {report.warnings[-1]}", file=sys.stderr)
+    for name in plan.not_written:
+        if (dst / name).is_file():
+            (dst / name).unlink()
+            report.notes.append(f"removed {name} of an earlier run")
     return report
 
 

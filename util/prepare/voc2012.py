@@ -21,7 +21,7 @@ import scipy.io
 
 from util.classes import VOC_CLASSES
 from util.errors import UserError
-from util.prepare.common import Item, Plan, check_values, read_ids, read_png_ids, require_dir, require_file
+from util.prepare.common import Item, Plan, check_root, check_values, read_ids, read_png_ids, require_dir, require_file
 
 NUM_CLASSES = len(VOC_CLASSES)
 OFFICIAL = {"list/train.txt": 1464, "list/val.txt": 1449, "list/train_aug.txt": 10582}
@@ -57,6 +57,8 @@ def plan(src: Path, sbd: Path | None) -> Plan:
     """Check the raw trees and list what to prepare (nothing is written here)."""
     what = "--src must be VOCdevkit/VOC2012"
     require_dir(src, what)
+    check_root(src, "JPEGImages", "VOC2012", "--src")
+    check_root(src, "JPEGImages", "VOCdevkit/VOC2012", "--src")
     images, labels = require_dir(src / "JPEGImages", what), require_dir(src / "SegmentationClass", what)
     splits = src / "ImageSets" / "Segmentation"
     voc = {split: read_ids(splits / f"{split}.txt", what) for split in ("train", "val")}
@@ -75,10 +77,13 @@ def plan(src: Path, sbd: Path | None) -> Plan:
     if sbd is None:
         out.notes.append("without --sbd there is no list/train_aug.txt, which the voc2012 configs train on: "
                          "add --sbd benchmark_RELEASE/dataset (or set DATA.train_list list/train.txt)")
+        out.not_written.append("list/train_aug.txt")
         return out
 
     what = "--sbd must be SBD's benchmark_RELEASE/dataset"
     require_dir(sbd, what)
+    check_root(sbd, "cls", "dataset", "--sbd")
+    check_root(sbd, "cls", "benchmark_RELEASE/dataset", "--sbd")
     sbd_images, sbd_labels = require_dir(sbd / "img", what), require_dir(sbd / "cls", what)
     sbd_ids = {split: read_ids(sbd / f"{split}.txt", what) for split in ("train", "val")}
     val = set(voc["val"])
