@@ -46,7 +46,7 @@ def write_sbd_mat(path: Path, segmentation: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     boundaries = np.empty((20, 1), dtype=object)
     for k in range(20):
-        boundaries[k, 0] = scipy.sparse.csc_matrix((segmentation == k + 1).astype(np.float64))
+        boundaries[k, 0] = scipy.sparse.csc_matrix(segmentation == k + 1)
     present = np.unique(segmentation[segmentation > 0]).astype(np.uint8).reshape(-1, 1)
     scipy.io.savemat(str(path), {"GTcls": {"Boundaries": boundaries, "Segmentation": segmentation.astype(np.uint8),
                                            "CategoriesPresent": present}})

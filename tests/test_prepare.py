@@ -10,10 +10,12 @@ from pathlib import Path
 import fake_raw
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from published import cityscapes_table
 
 from conftest import ROOT
+from model.resnet import DilatedResNet
 from util.dataset import SegDataset
 from util.errors import UserError
 from util.prepare import prepare
@@ -308,17 +310,22 @@ def test_ade20k_errors(tmp_path):
 @pytest.mark.slow
 def test_voc_launcher_trains_on_the_prepared_tree(tmp_path):
     """`sh tool_train/voc2012/psp_train_sat.sh` with DATA.data_root set runs on the prepared fake tree: the
-    release config (PSPNet-ResNet50, RP-PGD++ AT, robust validation) with only CPU-sized overrides (no ImageNet
-    file, batch 4 on small crops): one iteration."""
+    release config (PSPNet-ResNet50 from an ImageNet-style file, RP-PGD++ AT, robust validation) with CPU-sized
+    overrides only (batch 4 on small crops): one iteration."""
     voc, sbd = fake_raw.fake_voc(tmp_path / "raw", h=40, repeat=3)
     proc = subprocess.run([sys.executable, "-m", "util.prepare", "voc2012", "--src", str(voc), "--sbd", str(sbd),
                            "--dst", str(tmp_path / "voc2012"), "--workers", "1"], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+    # a stand-in for initmodel/resnet50_v2.pth (no download here): semseg's layout, deep stem, classifier included
+    backbone = DilatedResNet(50, deep_stem=True).state_dict()
+    torch.save({"state_dict": {**backbone, "fc.weight": torch.zeros(1000, 2048), "fc.bias": torch.zeros(1000)}},
+               tmp_path / "resnet50_v2.pth")
     env = {**os.environ, "PYTHON": sys.executable, "NPROC": "1"}
     proc = subprocess.run(
         ["sh", str(ROOT / "tool_train/voc2012/psp_train_sat.sh"), "DATA.data_root", str(tmp_path / "voc2012"),
-         "EXP.root", str(tmp_path / "exp"), "MODEL.pretrained", "", "TRAIN.batch_size", "4", "TRAIN.epochs", "1",
+         "EXP.root", str(tmp_path / "exp"), "MODEL.pretrained", str(tmp_path / "resnet50_v2.pth"),
+         "TRAIN.batch_size", "4", "TRAIN.epochs", "1",
          "TRAIN.crop_size", "[65, 65]", "TEST.base_size", "64", "TEST.crop_size", "[65, 65]",
          "ADV_TRAIN.val_images", "1", "DATA.workers", "0"],
         cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
