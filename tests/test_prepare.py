@@ -335,3 +335,12 @@ def test_voc_launcher_trains_on_the_prepared_tree(tmp_path):
     assert "4 training images, 2 validation images" in log  # list/train_aug.txt and list/val.txt
     assert "epoch 1 iter 1/1" in log and "adversarial" in log
     assert "robust validation" in log and (run / "model/last.pth").is_file()
+    # and its test twin evaluates the checkpoint on the prepared val list, with VOC's class names in the report
+    proc = subprocess.run(
+        ["sh", str(ROOT / "tool_test/voc2012/psp_test_sat.sh"), "DATA.data_root", str(tmp_path / "voc2012"),
+         "EXP.root", str(tmp_path / "exp"), "MODEL.pretrained", "", "TEST.base_size", "64", "TEST.crop_size",
+         "[65, 65]", "ATTACK.attacks", "[{name: pgd, eps: 0.03, alpha: 0.01, steps: 2}]"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = (run / "result/val_last_full/report.md").read_text()
+    assert "2 images of the val split" in report and "| aeroplane |" in report and "| tvmonitor |" in report
