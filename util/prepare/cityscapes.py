@@ -17,7 +17,7 @@ import numpy as np
 
 from util.classes import CITYSCAPES_LABELS, cityscapes_train_ids
 from util.errors import UserError
-from util.prepare.common import Item, Plan, read_png_ids, require_dir
+from util.prepare.common import Item, Plan, check_at_most, read_png_ids, require_dir
 
 OFFICIAL = {"list/train.txt": 2975, "list/val.txt": 500, "list/test.txt": 1525}
 IMAGE_SUFFIX, LABEL_SUFFIX, OUT_SUFFIX = "_leftImg8bit.png", "_gtFine_labelIds.png", "_gtFine_labelTrainIds.png"
@@ -27,10 +27,7 @@ MAX_ID = max(lab.id for lab in CITYSCAPES_LABELS)
 def read_cityscapes_label(path: Path) -> np.ndarray:
     """A *_gtFine_labelIds.png file mapped to train ids (ignored labels -> 255)."""
     ids = read_png_ids(path)
-    bad = np.unique(ids[ids > MAX_ID])
-    if bad.size:
-        raise UserError(f"label '{path}' holds value(s) {bad.tolist()[:10]} outside the Cityscapes label ids "
-                        f"0-{MAX_ID}")
+    check_at_most(ids, MAX_ID, path, f"the Cityscapes label ids 0-{MAX_ID}")
     return cityscapes_train_ids()[ids]
 
 

@@ -98,6 +98,13 @@ def check_values(label: np.ndarray, num_classes: int, path: Path, allowed: str) 
         raise UserError(f"label '{path}' holds value(s) {bad.tolist()[:10]} outside {allowed}")
 
 
+def check_at_most(values: np.ndarray, largest: int, path: Path, allowed: str) -> None:
+    """Stop when a raw label file holds a value above `largest` (every value up to it has a meaning)."""
+    bad = np.unique(values[values > largest])
+    if bad.size:
+        raise UserError(f"label '{path}' holds value(s) {bad.tolist()[:10]} outside {allowed}")
+
+
 def read_png_ids(path: Path) -> np.ndarray:
     """(H, W) uint8 values of an 8-bit grey or palette PNG (a palette PNG's indices are its class ids)."""
     try:
