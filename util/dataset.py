@@ -13,10 +13,10 @@ from typing import Callable, Iterator
 import cv2
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from util.errors import UserError
+from util.label_png import bad_values, read_label_png
 from util.transform import TrainTransform
 
 README_DATASETS = "README.md, section 'Datasets'"
@@ -71,17 +71,10 @@ def read_image(entry: Entry) -> np.ndarray:
 
 def read_label(entry: Entry, num_classes: int, ignore_index: int) -> np.ndarray:
     """(H, W) uint8 class ids; any value that is neither a class id nor ignore_index is an error."""
-    try:
-        with Image.open(entry.label) as png:
-            if png.mode not in ("L", "P"):
-                raise UserError(f"{entry.where()}: label '{entry.label}' has mode {png.mode}; "
-                                "labels must be 8-bit single-channel or palette PNGs of class ids")
-            label = np.array(png)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{entry.where()}: cannot read label '{entry.label}': {exc}") from exc
-    bad = np.unique(label[(label >= num_classes) & (label != ignore_index)])
-    if bad.size:
-        raise UserError(f"label '{entry.label}' holds value(s) {bad.tolist()[:10]}, which are neither a class id "
+    label = read_label_png(entry.label, entry.where())
+    bad = bad_values(label, num_classes, ignore_index)
+    if bad:
+        raise UserError(f"label '{entry.label}' holds value(s) {bad[:10]}, which are neither a class id "
                         f"(0-{num_classes - 1}) nor {ignore_index} ({entry.where()})")
     return label
 

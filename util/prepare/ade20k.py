@@ -16,7 +16,8 @@ import numpy as np
 
 from util.classes import ADE20K_CLASSES
 from util.errors import UserError
-from util.prepare.common import Item, Plan, check_at_most, check_root, read_png_ids, require_dir
+from util.label_png import read_label_png
+from util.prepare.common import Item, Plan, check_root, check_values, require_dir
 
 NUM_CLASSES = len(ADE20K_CLASSES)
 OFFICIAL = {"list/training.txt": 20210, "list/validation.txt": 2000}
@@ -24,9 +25,9 @@ OFFICIAL = {"list/training.txt": 20210, "list/validation.txt": 2000}
 
 def read_ade20k_label(path: Path) -> np.ndarray:
     """An annotation PNG after reduce-zero-label: 0 -> 255, k -> k-1."""
-    values = read_png_ids(path)
-    check_at_most(values, NUM_CLASSES, path, f"the ADE20k values 0-{NUM_CLASSES} (0 'other', 1-{NUM_CLASSES} the "
-                  "classes)")
+    values = read_label_png(path)
+    check_values(values, NUM_CLASSES + 1, path, f"the ADE20k values 0-{NUM_CLASSES} (0 'other', 1-{NUM_CLASSES} the "
+                 "classes)", ignore_index=None)
     return np.where(values == 0, 255, values.astype(np.int16) - 1).astype(np.uint8)
 
 

@@ -17,7 +17,8 @@ import numpy as np
 
 from util.classes import CITYSCAPES_LABELS, cityscapes_train_ids
 from util.errors import UserError
-from util.prepare.common import Item, Plan, check_at_most, read_png_ids, require_dir
+from util.label_png import read_label_png
+from util.prepare.common import Item, Plan, check_values, require_dir
 
 OFFICIAL = {"list/train.txt": 2975, "list/val.txt": 500, "list/test.txt": 1525}
 IMAGE_SUFFIX, LABEL_SUFFIX, OUT_SUFFIX = "_leftImg8bit.png", "_gtFine_labelIds.png", "_gtFine_labelTrainIds.png"
@@ -26,8 +27,8 @@ MAX_ID = max(lab.id for lab in CITYSCAPES_LABELS)
 
 def read_cityscapes_label(path: Path) -> np.ndarray:
     """A *_gtFine_labelIds.png file mapped to train ids (ignored labels -> 255)."""
-    ids = read_png_ids(path)
-    check_at_most(ids, MAX_ID, path, f"the Cityscapes label ids 0-{MAX_ID}")
+    ids = read_label_png(path)
+    check_values(ids, MAX_ID + 1, path, f"the Cityscapes label ids 0-{MAX_ID}", ignore_index=None)
     return cityscapes_train_ids()[ids]
 
 

@@ -20,6 +20,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from util.errors import UserError
+from util.label_png import bad_values
 
 # A label reader: source file -> (H, W) uint8 train ids (ignore 255); raises UserError naming the file.
 LabelReader = Callable[[Path], np.ndarray]
@@ -91,29 +92,12 @@ def require_file(path: Path, what: str) -> Path:
     return path
 
 
-def check_values(label: np.ndarray, num_classes: int, path: Path, allowed: str) -> None:
-    """Stop when `label` holds a value that is neither below `num_classes` nor 255."""
-    bad = np.unique(label[(label >= num_classes) & (label != 255)])
-    if bad.size:
-        raise UserError(f"label '{path}' holds value(s) {bad.tolist()[:10]} outside {allowed}")
-
-
-def check_at_most(values: np.ndarray, largest: int, path: Path, allowed: str) -> None:
-    """Stop when a raw label file holds a value above `largest` (every value up to it has a meaning)."""
-    bad = np.unique(values[values > largest])
-    if bad.size:
-        raise UserError(f"label '{path}' holds value(s) {bad.tolist()[:10]} outside {allowed}")
-
-
-def read_png_ids(path: Path) -> np.ndarray:
-    """(H, W) uint8 values of an 8-bit grey or palette PNG (a palette PNG's indices are its class ids)."""
-    try:
-        with Image.open(path) as png:
-            if png.mode not in ("L", "P"):
-                raise UserError(f"label '{path}' has mode {png.mode}; expected an 8-bit grey or palette PNG")
-            return np.array(png)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot read label '{path}': {exc}") from exc
+def check_values(label: np.ndarray, num_classes: int, path: Path, allowed: str, ignore_index: int | None = 255
+                 ) -> None:
+    """Stop when `label` holds a value that is neither below `num_classes` nor `ignore_index`."""
+    bad = bad_values(label, num_classes, ignore_index)
+    if bad:
+        raise UserError(f"label '{path}' holds value(s) {bad[:10]} outside {allowed}")
 
 
 def image_size(path: Path) -> tuple[int, int]:
@@ -135,9 +119,10 @@ def _write_label(item: Item, dst: Path) -> bool:
     if _up_to_date(out, item.label):
         return False
     label = item.read_label(item.label)
-    if label.shape != image_size(item.image):
+    h, w = image_size(item.image)
+    if label.shape != (h, w):
         raise UserError(f"label '{item.label}' is {label.shape[1]}x{label.shape[0]} (WxH) but its image "
-                        f"'{item.image}' is {image_size(item.image)[1]}x{image_size(item.image)[0]}")
+                        f"'{item.image}' is {w}x{h}")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     Image.fromarray(label.astype(np.uint8), mode="L").save(tmp, format="PNG")

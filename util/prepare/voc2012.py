@@ -21,7 +21,8 @@ import scipy.io
 
 from util.classes import VOC_CLASSES
 from util.errors import UserError
-from util.prepare.common import Item, Plan, check_root, check_values, read_ids, read_png_ids, require_dir, require_file
+from util.label_png import read_label_png
+from util.prepare.common import Item, Plan, check_root, check_values, read_ids, require_dir, require_file
 
 NUM_CLASSES = len(VOC_CLASSES)
 OFFICIAL = {"list/train.txt": 1464, "list/val.txt": 1449, "list/train_aug.txt": 10582}
@@ -30,7 +31,7 @@ RANGE = f"the VOC class ids 0-{NUM_CLASSES - 1} and 255"
 
 def read_voc_label(path: Path) -> np.ndarray:
     """A SegmentationClass PNG: its palette indices are the class ids (255 the void border)."""
-    label = read_png_ids(path)
+    label = read_label_png(path)
     check_values(label, NUM_CLASSES, path, RANGE)
     return label
 
