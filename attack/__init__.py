@@ -1,9 +1,10 @@
 """Adversarial attacks on semantic segmentation models: `build_attack(name, model, **params)`.
 
 Every attack works on any nn.Module that maps images (N,3,H,W) in [0,1] to logits (N,K,H,W); RP-PGD also needs
-`model(x, return_dict=True)["feat"]`. See attack/base.py for the call contract.
+`model(x, return_dict=True)["feat"]`. See attack/base.py for the call contract. The package imports nothing but
+torch: lift it into another project as it is.
 """
-from attack.apgd import APGD, apgd_checkpoints
+from attack.apgd import APGD
 from attack.base import Attack, AttackResult, StepRecord
 from attack.cospgd import CosPGD
 from attack.pgd import BIM, FGSM, PGD
@@ -11,8 +12,6 @@ from attack.registry import ATTACKS, attack_parameters, build_attack
 from attack.rppgd import RPPGD, RPPGDPlusPlus
 from attack.sea import SEA
 from attack.segpgd import SegPGD
-from attack.worst_case import worst_case_choice, worst_case_miou
 
 __all__ = ["APGD", "ATTACKS", "Attack", "AttackResult", "BIM", "CosPGD", "FGSM", "PGD", "RPPGD", "RPPGDPlusPlus",
-           "SEA", "SegPGD", "StepRecord", "apgd_checkpoints", "attack_parameters", "build_attack",
-           "worst_case_choice", "worst_case_miou"]
+           "SEA", "SegPGD", "StepRecord", "attack_parameters", "build_attack"]

@@ -36,10 +36,28 @@ def apgd_checkpoints(steps: int) -> list[int]:
     return sorted({min(steps, math.ceil(round(p * steps, 9))) for p in checkpoint_fractions()[1:]} - {0})
 
 
+def mce_bal_weights(loss: str, class_counts: Sequence[float] | None, class_weights: Sequence[float] | None
+                    ) -> torch.Tensor | None:
+    """MCE-Bal's class weights (K,) from the counts or as given; None for the other losses."""
+    if class_counts is not None and class_weights is not None:
+        raise ValueError("give class_counts or class_weights, not both")
+    if loss != "mce-bal":
+        if class_counts is not None or class_weights is not None:
+            raise ValueError(f"class_counts and class_weights only apply to loss 'mce-bal', not {loss!r}")
+        return None
+    if class_counts is not None:
+        return class_weights_from_counts(class_counts)
+    if class_weights is not None:
+        return torch.as_tensor(class_weights, dtype=torch.float32)
+    raise ValueError("loss 'mce-bal' needs class_counts (the training set's pixel count per class, see "
+                     "util.class_counts) or class_weights")
+
+
 class APGD(Attack):
     """APGD with loss `ce`, `mce`, `mce-bal` (needs class_counts or class_weights) or `js`."""
 
     name = "apgd"
+    fixed_by_name = ("loss",)  # the registry names apgd-ce, apgd-mce, ... fix it
 
     def __init__(self, model: nn.Module, eps: float = 8 / 255, steps: int = 100, loss: str = "ce",
                  random_start: bool = True, class_counts: Sequence[float] | None = None,
@@ -49,28 +67,10 @@ class APGD(Attack):
                          ignore_index=ignore_index, best=True)
         check_choice("loss", loss, LOSSES)
         self.loss = loss
-        self.class_weights = None
-        if class_counts is not None and class_weights is not None:
-            raise ValueError("give class_counts or class_weights, not both")
-        if loss != "mce-bal" and (class_counts is not None or class_weights is not None):
-            raise ValueError(f"class_counts and class_weights only apply to loss 'mce-bal', not {loss!r}")
-        if class_counts is not None:
-            self.class_weights = class_weights_from_counts(class_counts)
-        elif class_weights is not None:
-            self.class_weights = torch.as_tensor(class_weights, dtype=torch.float32)
-        if loss == "mce-bal" and self.class_weights is None:
-            raise ValueError("loss 'mce-bal' needs class_counts (the training set's pixel count per class, see "
-                             "util.class_counts) or class_weights")
+        self.weights = mce_bal_weights(loss, class_counts, class_weights)  # (K,) or None
+        self.class_counts = None if class_counts is None else torch.as_tensor(class_counts).tolist()
+        self.class_weights = None if class_weights is None else torch.as_tensor(class_weights).tolist()
         self.name = f"apgd-{loss}"
-
-    def params(self) -> dict:
-        out = {k: v for k, v in super().params().items() if k not in ("alpha", "norm", "best")}
-        if self.class_weights is not None:
-            out["class_weights"] = [float(w) for w in self.class_weights]
-        return out
-
-    def config(self) -> dict:
-        return {"name": self.name, **self.params()}
 
     def objective(self, out, labels: torch.Tensor, step: int, state: dict) -> torch.Tensor:
         logits = self.logits_of(out)
@@ -79,10 +79,14 @@ class APGD(Attack):
         elif self.loss == "mce":
             loss = mce_map(logits, labels, self.ignore_index)
         elif self.loss == "mce-bal":
-            loss = mce_bal_map(logits, labels, self.ignore_index, self.class_weights)
+            loss = mce_bal_map(logits, labels, self.ignore_index, self.weights)
         else:
             loss = js_map(logits, labels, self.ignore_index)
         return masked_mean(loss, valid_mask(labels, self.ignore_index))
+
+    def step_extras(self, state: dict) -> dict:
+        """The mean step size that produced the iterate and the stage (SEA's loss and radius) it belongs to."""
+        return {"step_size": state["step_size"], "stage": state["stage"]}
 
     def _attack(self, x_nat: torch.Tensor, labels: torch.Tensor, records: Recorder,
                 random: Callable[[], RandomSource]) -> AttackResult:
@@ -95,14 +99,14 @@ class APGD(Attack):
         """Run APGD from x0 inside the L-inf ball of `radius`; returns each image's lowest-accuracy iterate and
         its pixel accuracy (N,)."""
         n = x_nat.shape[0]
-        state: dict = {}
         marks = set(apgd_checkpoints(steps))
         eta = torch.full((n,), 2.0 * radius, dtype=x_nat.dtype, device=x_nat.device)
+        state: dict = {"step_size": eta, "stage": stage}
 
         def judge(k: int, x: torch.Tensor):
             # the losses ignore the step index; k + 1 makes the label check run on the first pass only
             loss, grad, logits = self.loss_and_grad(x, labels, k + 1, state)
-            acc = self.record(records, k, loss, logits, labels, step_size=eta, stage=stage)
+            acc = self.record(records, k, loss, logits, labels, state)
             return loss, grad, acc
 
         x = x0
@@ -133,6 +137,7 @@ class APGD(Attack):
                 stalled = ~reduced_last & (best_loss <= best_loss_last)
                 reduce = oscillating | stalled
                 eta = torch.where(reduce, eta / 2, eta)
+                state["step_size"] = eta
                 r = reduce.view(-1, 1, 1, 1)
                 x = torch.where(r, x_best_loss, x)
                 x_prev = torch.where(r, x_best_loss, x_prev)

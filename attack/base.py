@@ -29,16 +29,17 @@ class StepRecord:
     step: int
     loss: float        # the objective at this iterate (mean over images, or the batch value when pooled)
     pixel_acc: float   # correct / valid pixels over the batch (agreement with the target when targeted)
-    step_size: float | None = None  # APGD: the mean step size that produced this iterate
-    stage: str = ""    # SEA: which loss and radius produced the record
+    # what the attack adds about this iterate (Attack.step_extras): APGD's "step_size" and "stage", RP-PGD's
+    # "region", "inter" and "intra" terms; numbers are means over the batch
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class AttackResult:
     adv: torch.Tensor                       # (N,3,H,W) adversarial images
     trace: list[StepRecord] = field(default_factory=list)
-    regions: torch.Tensor | None = None     # RP-PGD: final region map (N,H,W) uint8, see attack/regions.py
-    terms: list[dict] = field(default_factory=list)  # RP-PGD: region/inter/intra values at each judged iterate
+    # what the attack adds about the run (Attack.result_extras): RP-PGD's final "regions" map (N,H,W) uint8
+    extras: dict[str, Any] = field(default_factory=dict)
 
 
 class Recorder(list):
@@ -142,17 +143,25 @@ class Attack:
         self.ignore_index, self.best = int(ignore_index), bool(best)
 
     # ---- description -------------------------------------------------------------------------------------
+    # constructor parameters that the registry name already fixes (APGD's loss): in repr(), not in params()
+    fixed_by_name: tuple[str, ...] = ()
+
+    def arguments(self) -> dict:
+        """Every constructor argument as the attack holds it, read from the constructor's signature: a subclass
+        keeps each argument under its own name (tuples are listed as lists, for JSON)."""
+        names = [n for n in inspect.signature(type(self).__init__).parameters if n not in ("self", "model")]
+        return {n: plain(getattr(self, n)) for n in names}
+
     def params(self) -> dict:
-        """Every hyper-parameter (subclasses add theirs)."""
-        return {"eps": self.eps, "alpha": self.alpha, "steps": self.steps, "random_start": self.random_start,
-                "norm": self.norm, "seed": self.seed, "ignore_index": self.ignore_index, "best": self.best}
+        """Every hyper-parameter: build_attack(self.name, model, **params()) rebuilds the attack."""
+        return {k: v for k, v in self.arguments().items() if k not in self.fixed_by_name}
 
     def config(self) -> dict:
         """{"name": registry name, **params()}: enough to rebuild the attack with build_attack."""
         return {"name": self.name, **self.params()}
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
+        args = ", ".join(f"{k}={v!r}" for k, v in self.arguments().items())
         return f"{type(self).__name__}({args})"
 
     # ---- entry points ------------------------------------------------------------------------------------
@@ -195,6 +204,14 @@ class Attack:
     # ---- pieces subclasses override ----------------------------------------------------------------------
     def init_state(self, x_nat: torch.Tensor, labels: torch.Tensor) -> dict:
         """Per-run state the objective may keep across steps (RP-PGD's regions)."""
+        return {}
+
+    def step_extras(self, state: dict) -> dict[str, Any]:
+        """What a traced StepRecord adds about the iterate just judged (tensors are averaged): nothing here."""
+        return {}
+
+    def result_extras(self, state: dict) -> dict[str, Any]:
+        """What AttackResult.extras holds at the end of a run: nothing here."""
         return {}
 
     def objective(self, out: Any, labels: torch.Tensor, step: int, state: dict) -> torch.Tensor:
@@ -280,14 +297,16 @@ class Attack:
         return c.double() / v.clamp(min=1), torch.stack([c.sum(), v.sum()])
 
     def record(self, records: Recorder, step: int, loss: torch.Tensor, logits: torch.Tensor,
-               labels: torch.Tensor, **extra) -> torch.Tensor:
-        """Per-image pixel accuracy (N,) of an iterate; when the run is traced, also append a StepRecord and call
-        on_iterate. Untraced runs never convert to Python numbers, so they never wait for a GPU."""
+               labels: torch.Tensor, state: dict) -> torch.Tensor:
+        """Per-image pixel accuracy (N,) of an iterate; when the run is traced, also append a StepRecord (with
+        step_extras(state)) and call on_iterate. Untraced runs never convert to Python numbers, so they never
+        wait for a GPU."""
         acc, counts = self.pixel_accuracy(logits, labels)
         if records.active:
-            extra = {k: float(v.double().mean()) if torch.is_tensor(v) else v for k, v in extra.items()}
+            extra = {k: float(v.double().mean()) if torch.is_tensor(v) else v
+                     for k, v in self.step_extras(state).items()}
             records.append(StepRecord(step=step, loss=float(loss.float().mean()),
-                                      pixel_acc=float(counts[0]) / max(int(counts[1]), 1), **extra))
+                                      pixel_acc=float(counts[0]) / max(int(counts[1]), 1), extra=extra))
             if records.on_iterate is not None:
                 records.on_iterate(step, logits)
         return acc
@@ -313,16 +332,20 @@ class Attack:
         for t in range(1, self.steps + 1):
             loss, grad, logits = self.loss_and_grad(x, labels, t, state)
             if judge:
-                score = self.badness(self.record(records, t - 1, loss, logits, labels))
+                score = self.badness(self.record(records, t - 1, loss, logits, labels, state))
                 if t > 1 or self.start_is_feasible:
                     best_x, best_score = keep_best(best_x, best_score, x, score)
             x = self.step(x, grad, x_nat)
         if judge:
             loss, logits = self.evaluate(x, labels, self.steps, state)
-            score = self.badness(self.record(records, self.steps, loss, logits, labels))
+            score = self.badness(self.record(records, self.steps, loss, logits, labels, state))
             best_x, best_score = keep_best(best_x, best_score, x, score)
-        terms = [{k: float(v) for k, v in t.items()} for t in state.get("terms", [])] if records.active else []
-        return AttackResult(adv=best_x if self.best else x, regions=state.get("regions"), terms=terms)
+        return AttackResult(adv=best_x if self.best else x, extras=self.result_extras(state))
+
+
+def plain(value: Any) -> Any:
+    """A parameter value as JSON shows it: tuples as lists."""
+    return [plain(v) for v in value] if isinstance(value, (tuple, list)) else value
 
 
 def keep_best(best_x: torch.Tensor, best_score: torch.Tensor | None, x: torch.Tensor, score: torch.Tensor

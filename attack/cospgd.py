@@ -28,10 +28,6 @@ class CosPGD(TargetedMixin, Attack):
         self.weight = weight
         self._init_target(targeted, target_class)
 
-    def params(self) -> dict:
-        return {**super().params(), "weight": self.weight, "targeted": self.targeted,
-                "target_class": self.target_class}
-
     def objective(self, out, labels: torch.Tensor, step: int, state: dict) -> torch.Tensor:
         target = self.targets(labels)
         loss = cospgd_map(self.logits_of(out), target, self.ignore_index, self.weight, self.targeted)

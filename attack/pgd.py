@@ -53,9 +53,6 @@ class PGD(TargetedMixin, Attack):
                          ignore_index=ignore_index, best=best)
         self._init_target(targeted, target_class)
 
-    def params(self) -> dict:
-        return {**super().params(), "targeted": self.targeted, "target_class": self.target_class}
-
     def objective(self, out, labels: torch.Tensor, step: int, state: dict) -> torch.Tensor:
         target = self.targets(labels)
         loss = ce_map(self.logits_of(out), target, self.ignore_index)
@@ -73,10 +70,6 @@ class BIM(PGD):
         super().__init__(model, eps=eps, alpha=alpha, steps=steps, random_start=False, seed=seed,
                          ignore_index=ignore_index, best=best)
 
-    def params(self) -> dict:
-        return {k: v for k, v in super().params().items() if k not in ("random_start", "norm", "targeted",
-                                                                          "target_class")}
-
 
 class FGSM(PGD):
     """FGSM (Goodfellow et al.): one signed step of size eps from the clean image."""
@@ -88,6 +81,3 @@ class FGSM(PGD):
         super().__init__(model, eps=eps, alpha=max(eps, 1e-12), steps=1, random_start=False,
                          ignore_index=ignore_index)
         self.alpha = self.eps
-
-    def params(self) -> dict:
-        return {"eps": self.eps, "ignore_index": self.ignore_index}

@@ -64,10 +64,10 @@ def class_prototypes(feat: torch.Tensor, labels: torch.Tensor, mask: torch.Tenso
     return p
 
 
-def inter_loss(p: Prototypes, variant: str) -> torch.Tensor:
+def inter_loss(p: Prototypes, ordered_pairs: bool = False) -> torch.Tensor:
     """L_inter per group (G,): mean of s(p_c, p_c') over unordered pairs of present classes (0 if < 2 classes).
 
-    release: the sum over ordered pairs divided by K(K-1)/2, i.e. twice the mean.
+    ordered_pairs (the release): the sum over ordered pairs divided by K(K-1)/2, i.e. twice the mean.
     """
     unit = F.normalize(p.protos, dim=-1, eps=EPS)
     s = (unit @ unit.transpose(1, 2) + 1) / 2                      # (G,K,K)
@@ -76,7 +76,7 @@ def inter_loss(p: Prototypes, variant: str) -> torch.Tensor:
     k = p.present.sum(1).to(s.dtype)
     pairs = k * (k - 1) / 2
     total = (s * pair).sum((1, 2))                                 # ordered pairs
-    if variant == "described":
+    if not ordered_pairs:
         total = total / 2
     return torch.where(pairs > 0, total / pairs.clamp(min=1), torch.zeros_like(total))
 
@@ -89,12 +89,16 @@ def pixel_similarity(p: Prototypes) -> torch.Tensor:
     return (own / p.feat.norm(dim=1).clamp(min=EPS) + 1) / 2
 
 
-def intra_loss(p: Prototypes, tau: float, exclude: tuple[int, ...], variant: str) -> torch.Tensor:
+INTRA_REDUCTIONS = ("mean", "last")
+
+
+def intra_loss(p: Prototypes, tau: float, exclude: tuple[int, ...] = (), reduction: str = "mean") -> torch.Tensor:
     """L_intra per group (G,): per class, l_c = 0.75 * mean(s_j < tau) + 0.25 * mean(s_j >= tau) over its
     pixels' similarities s_j = s(f_j, p_c) (an empty part adds 0).
 
-    described: mean of l_c over present classes not in `exclude`.
-    release:   l_c of the last (highest) present class id other than 0, as the released loop overwrites it.
+    reduction "mean": mean of l_c over present classes not in `exclude`.
+    reduction "last" (the release): l_c of the last (highest) present class id other than 0, as the released
+    loop overwrites it (`exclude` must be empty).
     """
     s = pixel_similarity(p)
     low = (s.detach() < tau).to(s.dtype).unsqueeze(2)              # (N,P,1)
@@ -106,7 +110,7 @@ def intra_loss(p: Prototypes, tau: float, exclude: tuple[int, ...], variant: str
         l_c = l_c + weight * sums / counts.clamp(min=1)
     num_classes = p.present.shape[1]
     class_ids = torch.arange(num_classes, device=p.present.device)
-    if variant == "described":
+    if reduction == "mean":
         eligible = p.present & ~torch.isin(class_ids, torch.tensor(exclude, dtype=torch.long, device=class_ids.device))
         return (l_c * eligible).sum(1) / eligible.sum(1).clamp(min=1)
     eligible = p.present & (class_ids != 0)

@@ -3,7 +3,8 @@
 - FALSE: wrong on the start image x_0.
 - BOUNDARY: correct on x_0 and wrong on some later iterate; sticky.
 - TRUE: correct on every iterate so far.
-- IGNORED: ignore_index pixels, in no region (the release variant puts them in FALSE instead).
+- IGNORED: ignore_index pixels, in no region (the release variant treats them as never correct, so they land
+  in FALSE instead).
 Correctness is judged on the iterate at which the step's gradient is taken, so each step costs one forward.
 """
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import torch
 
 TRUE, BOUNDARY, FALSE, IGNORED = 0, 1, 2, 255
-REGION_NAMES = {TRUE: "true", BOUNDARY: "boundary", FALSE: "false", IGNORED: "ignored"}
 
 
 def initial_regions(correct: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -25,13 +25,13 @@ def update_regions(regions: torch.Tensor, correct: torch.Tensor) -> torch.Tensor
     return torch.where((regions == TRUE) & ~correct, torch.full_like(regions, BOUNDARY), regions)
 
 
-def region_weights(step: int, steps: int, variant: str) -> tuple[float, float, float]:
+def region_weights(step: int, steps: int, zero_based: bool = False) -> tuple[float, float, float]:
     """(lambda_T, lambda_B, lambda_F) at step t = `step` (1-based) of T = `steps`.
 
-    described: 1 - t/(2T), (t-1)/(2T), 1/(2T) (they sum to 1).
-    release:   the same formulas with the 0-based index i = t-1 (lambda_B is negative at i = 0, where B is empty).
+    1 - t/(2T), (t-1)/(2T), 1/(2T) (they sum to 1); zero_based (the release): the same formulas with the 0-based
+    index i = t-1 (lambda_B is negative at i = 0, where B is empty).
     """
-    i = step if variant == "described" else step - 1
+    i = step - 1 if zero_based else step
     return 1.0 - i / (2 * steps), (i - 1) / (2 * steps), 1.0 / (2 * steps)
 
 

@@ -41,18 +41,12 @@ class SEA(Attack):
         for loss in losses:
             check_choice("losses", loss, LOSSES)
         self.losses = tuple(losses)
+        self.class_counts = None if class_counts is None else torch.as_tensor(class_counts).tolist()
+        self.class_weights = None if class_weights is None else torch.as_tensor(class_weights).tolist()
         self.runs = [APGD(model, eps=eps, steps=steps, loss=loss, random_start=random_start,
                           class_counts=class_counts if loss == "mce-bal" else None,
                           class_weights=class_weights if loss == "mce-bal" else None, seed=seed,
                           ignore_index=ignore_index) for loss in self.losses]
-
-    def params(self) -> dict:
-        out = {k: v for k, v in super().params().items() if k not in ("alpha", "norm", "best")}
-        out["losses"] = list(self.losses)
-        for run in self.runs:
-            if run.class_weights is not None:
-                out["class_weights"] = run.params()["class_weights"]
-        return out
 
     def stages(self) -> list[dict]:
         """Each stage's radius and steps (the same for every loss)."""

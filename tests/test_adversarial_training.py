@@ -6,7 +6,7 @@ import torch
 from tiny_models import TinySeg
 
 from attack import build_attack
-from attack.training import adversarial_batch, adversarial_count
+from engine.training import adversarial_batch, adversarial_count
 
 
 @pytest.mark.parametrize("batch,ratio,expected", [(8, 0.5, 4), (8, 1.0, 8), (8, 0.25, 2), (3, 0.5, 2), (1, 0.5, 1),

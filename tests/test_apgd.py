@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attack import APGD, apgd_checkpoints
-from attack.apgd import checkpoint_fractions
+from attack import APGD
+from attack.apgd import apgd_checkpoints, checkpoint_fractions
 
 # ---- checkpoints -----------------------------------------------------------------------------------------
 
@@ -91,7 +91,7 @@ def test_apgd_step_size_halves_only_after_checkpoints():
     eps = 0.1
     model, x, y = bowl_problem(1, 3, eps)
     res = APGD(model, eps=eps, steps=100, loss="ce", random_start=False).run(x, y)
-    sizes = [r.step_size for r in res.trace]
+    sizes = [r.extra["step_size"] for r in res.trace]
     marks = set(apgd_checkpoints(100))
     assert sizes[0] == pytest.approx(2 * eps)
     changes = [j for j in range(100) if sizes[j + 1] != sizes[j]]
@@ -151,7 +151,7 @@ def test_apgd_matches_a_reference_loop(seed, steps):
     res = APGD(model, eps=eps, steps=steps, loss="ce", random_start=False).run(x, y)
     losses, etas = reference_apgd(model, x, eps, steps)
     assert [r.loss for r in res.trace] == pytest.approx(losses, rel=1e-6)  # the trace stores float32 losses
-    assert [r.step_size for r in res.trace] == pytest.approx(etas, rel=1e-12)
+    assert [r.extra["step_size"] for r in res.trace] == pytest.approx(etas, rel=1e-12)
     assert len(set(etas)) > 2
 
 
@@ -184,7 +184,7 @@ def run_script(rows: list[list[float]], steps: int = 100):
     x = torch.full((n, 3, 2, 2), 0.5)
     res = APGD(model, eps=EPS, steps=steps, loss="ce", random_start=False).run(x, torch.zeros(n, 2, 2).long())
     assert model.calls == steps + 1
-    return [r.step_size for r in res.trace], model.inputs
+    return [r.extra["step_size"] for r in res.trace], model.inputs
 
 
 def halvings(sizes: list[float]) -> list[int]:

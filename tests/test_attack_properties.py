@@ -46,7 +46,7 @@ def variants():
     for name in ("pgd", "segpgd", "cospgd"):
         yield name, {"norm": "l2", "eps": 0.5, "alpha": 0.2}
     for name in ("rppgd", "rppgd++"):
-        yield name, {"variant": "release"}
+        yield name, {"variant": "release", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
     yield "cospgd", {"weight": "sigmoid"}
     yield "pgd", {"targeted": True, "target_class": 2}
     yield "pgd", {"best": True}

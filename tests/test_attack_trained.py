@@ -26,7 +26,7 @@ def test_attack_raises_its_loss(trained_tiny, name):
     trace = build_attack(name, model, **params).run(x, y).trace
     runs: dict[str, list] = {}
     for r in trace:  # SEA: one APGD run per loss, each starting from the clean image
-        runs.setdefault(r.stage.split("@")[0], []).append(r.loss)
+        runs.setdefault(r.extra.get("stage", "").split("@")[0], []).append(r.loss)
     for stage, losses in runs.items():
         # trace[0] is the clean image (no random start); APGD returns its lowest-accuracy point, so for it the
         # check is that the optimiser found points of higher loss; the PGD family's last iterate must be higher

@@ -110,7 +110,7 @@ def test_adversarial_training_then_robust_evaluation(tmp_path, tiny_data):
     config = str(ROOT / "config/demo/demo_pspnet18_sat.yaml")
     run([sys.executable, str(ROOT / "tool_train/train.py"), "--config", config, *common, "TRAIN.epochs", "2",
          "ADV_TRAIN.val_attack", "{name: pgd, eps: 0.1, alpha: 0.05, steps: 1}", "ADV_TRAIN.val_images", "2",
-         "ADV_TRAIN.params.steps", "2"], cwd=tmp_path)
+         "ADV_TRAIN.attack.steps", "2"], cwd=tmp_path)
     run_dir = tmp_path / "exp" / "demo" / "demo_pspnet18_sat"
     log = (run_dir / "train.log").read_text()
     assert "adversarial training: 2 of 4 images per process and step replaced by RPPGDPlusPlus(eps=0.1" in log
@@ -176,7 +176,7 @@ def test_convergence_study(tmp_path, tiny_data):
 
 def test_training_throughput_benchmark(tmp_path):
     out = tmp_path / "bench.json"
-    run([sys.executable, str(ROOT / "tool_train/bench_train.py"), "--config",
+    run([sys.executable, str(ROOT / "tool_bench/bench_train.py"), "--config",
          str(ROOT / "config/voc2012/voc2012_pspnet50_sat.yaml"), "--iters", "2", "--warmup", "1", "--batch", "2",
          "--block", "1", "--out", str(out), "MODEL.layers", "18", "MODEL.head_channels", "32",
          "TRAIN.crop_size", "33"], cwd=tmp_path)
@@ -184,3 +184,22 @@ def test_training_throughput_benchmark(tmp_path):
     assert result["attack"]["name"] == "rppgd++" and result["attack"]["steps"] == 3 and result["crop"] == [33, 33]
     assert result["clean_images_per_s"] > 0 and result["at_images_per_s"] > 0
     assert result["at_over_clean_time"] > 1, "three attack steps on half the batch cost something"
+
+
+def test_attack_step_benchmark_counts_passes_with_hooks(tmp_path):
+    out = tmp_path / "bench.md"
+    run([sys.executable, str(ROOT / "tool_bench/bench_attacks.py"), "--config",
+         str(ROOT / "config/demo/demo_pspnet18.yaml"), "--size", "33", "--batch", "1", "--repeats", "1",
+         "--attacks", "pgd,rppgd++,apgd-ce", "--out", str(out), "MODEL.head_channels", "32"], cwd=tmp_path)
+    rows = {r["name"]: r for r in json.loads(out.with_suffix(".json").read_text())["rows"]}
+    passes = {name: (r["passes"], r["backward_passes"]) for name, r in rows.items()}
+    assert passes == {"fwd+bwd": (1, 1), "pgd": (1, 1), "rppgd++ (described)": (1, 1), "rppgd++ (release)": (1, 1),
+                      "apgd-ce": (2, 2)}
+    assert "| apgd-ce | 2 / 2 |" in out.read_text()
+
+
+def test_data_loader_benchmark_times_the_training_step(tmp_path, tiny_data):
+    proc = run([sys.executable, str(ROOT / "tool_bench/bench_data.py"), "--config",
+                str(ROOT / "config/demo/demo_pspnet18_sat.yaml"), "--batches", "3",
+                *tiny_overrides(tiny_data, tmp_path / "exp")], cwd=tmp_path)
+    assert "AT (rppgd++) training step" in proc.stdout and "ratio loader/train" in proc.stdout

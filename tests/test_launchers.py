@@ -39,7 +39,7 @@ def test_launcher_parses_loads_its_config_and_builds_its_model(launcher):
     cfg = load_config(ROOT / config_of(launcher), ["MODEL.pretrained", ""])
     assert cfg.DATA.name == dataset and cfg.DATA.classes == CLASSES[dataset]
     assert cfg.MODEL.arch == ("pspnet" if script.startswith("psp") else "deeplabv3")
-    assert cfg.ADV_TRAIN.method == "at" and cfg.ADV_TRAIN.attack == "rppgd++"
+    assert cfg.ADV_TRAIN.method == "at" and cfg.ADV_TRAIN.attack["name"] == "rppgd++"
     assert {a["name"] for a in cfg.ATTACK.attacks} == {"bim", "pgd", "segpgd", "cospgd", "rppgd", "rppgd++"}
     model = build_model(cfg).eval()
     with torch.no_grad():
@@ -59,7 +59,7 @@ def test_release_recipe_of_the_real_configs(dataset):
     t = cfg.TRAIN
     assert (t.crop_size, t.scale_range, t.epochs, t.batch_size) == ([crop, crop], scales, epochs, 16)
     assert (t.base_lr, t.aux_weight, t.head_lr_mult, t.power) == (0.01, 0.4, 10.0, 0.9)
-    assert cfg.ADV_TRAIN.params == {"eps": 0.03, "alpha": 0.01, "steps": 3, "random_start": True}
+    assert cfg.ADV_TRAIN.attack == {"name": "rppgd++", "eps": 0.03, "alpha": 0.01, "steps": 3, "random_start": True}
     assert cfg.ADV_TRAIN.adv_ratio == 0.5 and cfg.MODEL.layers == 50 and cfg.ATTACK.protocol == "full"
     for a in cfg.ATTACK.attacks:  # BIM with the legacy budget (no random start by definition), the rest 20 steps
         assert (a["eps"], a["alpha"], a["steps"]) == (0.03, 0.01, 2 if a["name"] == "bim" else 20)

@@ -1,7 +1,5 @@
-"""Evaluation protocols (METHOD.md §7), per-image seeding, the worst case summary and attacks from configs."""
+"""Evaluation protocols (METHOD.md §7): what each predicts and attacks, per-image seeding, the registry."""
 from __future__ import annotations
-
-import math
 
 import pytest
 import torch
@@ -9,14 +7,23 @@ import torch.nn.functional as F
 from tiny_models import TinySeg
 
 from attack import build_attack
-from attack.protocols import Protocol, center_crop, image_seed
-from attack.robust import attack_entries, attack_from_config, worst_case_summary
-from util.config import load_config
+from engine.attacks import AttackSpec
+from engine.evaluation import evaluate
+from engine.protocols import PROTOCOLS, Protocol, build_protocol, center_crop, image_seed
+from util.distributed import single_process
 from util.errors import UserError
 from util.inference import Inference, cut_crops, pad_labels, slide_logits, windows
-from util.metrics import SegMetric
+from util.metrics import confusion_matrix
 
 MEAN = (0.485, 0.456, 0.406)
+
+
+def make(name, model, s, seed=0) -> Protocol:
+    return PROTOCOLS[name](model, s, seed)
+
+
+def spec(name, **params) -> AttackSpec:
+    return AttackSpec(name, name, params, "test")
 
 
 def settings(mode="slide", crop=(16, 16), stride_rate=0.5, base_size=0):
@@ -45,25 +52,25 @@ def ce(logits, y):
 
 
 @pytest.mark.parametrize("name", ["pgd", "rppgd++"])
-def test_full_optimises_one_image_through_overlapping_windows(model, name):
+def test_full_optimises_one_image_through_overlapping_windows(model, name, tiny_cfg):
     x, y = sample()
     s = settings()
     assert len(windows(40, 36, s["crop"], s["stride_rate"])) == 16  # 4 x 4 overlapping 16-pixel crops
-    protocol = Protocol("full", model, s)
-    atk = build_attack(name, protocol.target, eps=0.03, alpha=0.01, steps=3, random_start=False)
+    protocol = make("full", model, s)
+    atk = protocol.build_attack(spec(name, eps=0.03, alpha=0.01, steps=3, random_start=False), tiny_cfg())
     adv = atk(x, y)
     assert adv.shape == x.shape and (adv - x).abs().max() <= 0.03 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
     moved = (adv - x).abs().amax(1) > 0
     assert moved.float().mean() > 0.9, "the gradient through the stitched logits reaches the whole image"
     with torch.no_grad():
         clean_logits = slide_logits(model, x, s["crop"], s["stride_rate"], MEAN)
-        assert torch.allclose(protocol.target(x), clean_logits)
-        logits, labels = protocol.predict(atk)(x, y, [0, 1])
+        assert torch.allclose(protocol.predict(x, y, [0, 1])[0], clean_logits)
+        logits, labels = protocol.predict(x, y, [0, 1], atk)
     assert torch.equal(labels, y) and logits.shape == (2, 7, 40, 36)
     if name == "pgd":
         assert ce(logits, y) > ce(clean_logits, y), "the sliding-window loss went up"
     else:  # RP-PGD reads the features stitched from the crops
-        assert all(t["intra"] > 0 for t in atk.run(x, y).terms)
+        assert all(r.extra["intra"] > 0 for r in atk.run(x, y).trace)
 
 
 def test_stitched_features_tile_the_image(model):
@@ -92,9 +99,9 @@ class Spy:
 def test_legacy_attacks_each_crop_on_its_own(model):
     x, y = sample(2, 40, 36)
     s = settings(crop=(16, 16), stride_rate=2 / 3)
-    protocol = Protocol("legacy", model, s, seed=5)
+    protocol = make("legacy", model, s, seed=5)
     spy = Spy(model)
-    logits, labels = protocol.predict(spy)(x, y, [3, 8])
+    logits, labels = protocol.predict(x, y, [3, 8], spy)
     assert len(spy.calls) == 1
     images, crop_labels, seeds = spy.calls[0]
     boxes = windows(40, 36, (16, 16), 2 / 3)
@@ -116,8 +123,8 @@ def test_legacy_attacks_each_crop_on_its_own(model):
 def test_legacy_crops_match_attacking_each_crop_alone(model):
     x, y = sample(1, 24, 24)
     s = settings(crop=(16, 16), stride_rate=0.5)
-    protocol = Protocol("legacy", model, s, seed=1)
-    atk = build_attack("pgd", model, eps=0.03, alpha=0.01, steps=2)
+    protocol = make("legacy", model, s, seed=1)
+    atk = build_attack("pgd", model, eps=0.03, alpha=0.01, steps=2)  # legacy attacks the bare model
     recorded = []
     real = atk.run
 
@@ -126,7 +133,7 @@ def test_legacy_crops_match_attacking_each_crop_alone(model):
         recorded.append((images, labels, kw["seeds"], result.adv))
         return result
     atk.run = record
-    protocol.predict(atk)(x, y, [0])
+    protocol.predict(x, y, [0], atk)
     images, labels, seeds, adv = recorded[0]
     atk.run = real
     for b in range(len(images)):
@@ -136,96 +143,68 @@ def test_legacy_crops_match_attacking_each_crop_alone(model):
 
 def test_center_resizes_the_short_side_and_crops(model):
     x, y = sample(2, 40, 60)
-    protocol = Protocol("center", model, settings(mode="whole", crop=(32, 32), base_size=48))
-    logits, labels = protocol.predict(None)(x, y, [0, 1])
+    protocol = make("center", model, settings(mode="whole", crop=(32, 32), base_size=48))
+    logits, labels = protocol.predict(x, y, [0, 1])
     assert logits.shape == (2, 7, 32, 32) and labels.shape == (2, 32, 32)
     xc, yc = center_crop(x, y, 48, (32, 32))
     big_y = F.interpolate(y[:, None].float(), size=(48, 72), mode="nearest")[:, 0].long()
     assert torch.equal(yc, big_y[:, 8:40, 20:52]) and torch.equal(labels, yc)
     spy = Spy(model)
-    protocol.predict(spy)(x, y, [0, 1])
+    protocol.predict(x, y, [0, 1], spy)
     assert spy.calls[0][0].shape == (2, 3, 32, 32) and torch.equal(spy.calls[0][0], xc)
 
 
-def test_protocol_checks_its_settings(model):
+def test_protocol_checks_its_settings(model, tiny_cfg):
     with pytest.raises(ValueError, match="slide"):
-        Protocol("legacy", model, settings(mode="whole"))
+        make("legacy", model, settings(mode="whole"))
     with pytest.raises(ValueError, match="base_size"):
-        Protocol("center", model, settings(mode="whole"))
-    with pytest.raises(ValueError, match="full, legacy, center"):
-        Protocol("tiled", model, settings())
-    with pytest.raises(ValueError, match="protocol.target"):
-        Protocol("full", model, settings()).predict(build_attack("pgd", model))
+        make("center", model, settings(mode="whole"))
+    with pytest.raises(UserError, match="ATTACK.protocol must be one of full, legacy, center"):
+        build_protocol(tiny_cfg("ATTACK.protocol", "tiled"), model)
+    with pytest.raises(UserError, match="ATTACK.protocol: protocol center .* TEST.base_size"):
+        build_protocol(tiny_cfg("ATTACK.protocol", "center"), model)
+    with pytest.raises(ValueError, match="protocol.build_attack"):
+        make("full", model, settings()).predict(*sample(1)[:2], [0], build_attack("pgd", model))
+    assert build_protocol(tiny_cfg("ATTACK.protocol", "center", "TEST.base_size", "48"), model).describe()["name"] \
+        == "center"
 
 
 @pytest.mark.parametrize("name", ["full", "legacy"])
-def test_results_do_not_depend_on_the_batch(model, name):
+def test_results_do_not_depend_on_the_batch(model, name, tiny_cfg):
     """Random starts are seeded by dataset index: a batch of 4 and four batches of 1 give the same predictions."""
     x, y = sample(4, 24, 20)
-    protocol = Protocol(name, model, settings(crop=(16, 16)), seed=3)
-    atk = build_attack("pgd", protocol.target, eps=0.03, alpha=0.01, steps=2)
-    predict = protocol.predict(atk)
-    batched, _ = predict(x, y, [10, 11, 12, 13])
-    single = torch.cat([predict(x[i:i + 1], y[i:i + 1], [10 + i])[0] for i in range(4)])
+    protocol = make(name, model, settings(crop=(16, 16)), seed=3)
+    atk = protocol.build_attack(spec("pgd", eps=0.03, alpha=0.01, steps=2), tiny_cfg())
+    batched, _ = protocol.predict(x, y, [10, 11, 12, 13], atk)
+    single = torch.cat([protocol.predict(x[i:i + 1], y[i:i + 1], [10 + i], atk)[0] for i in range(4)])
     assert torch.allclose(batched, single, atol=1e-4)
-    other, _ = protocol.predict(atk)(x, y, [20, 21, 22, 23])
+    other, _ = protocol.predict(x, y, [20, 21, 22, 23], atk)
     assert not torch.allclose(batched, other, atol=1e-4), "other indices, other random starts"
 
 
-def metric_of(preds, labels, classes=4):
-    m = SegMetric(classes)
-    for i, (p, y) in enumerate(zip(preds, labels)):
-        m.update(p, y, i)
-    return m
+@pytest.mark.parametrize("name", ["full", "legacy", "center"])
+def test_on_iterate_sees_what_the_protocol_scores(model, name, tiny_cfg):
+    """Every judged iterate reaches on_iterate as the protocol's logits and labels; the last one is the result."""
+    x, y = sample(2, 40, 36)
+    protocol = make(name, model, settings(crop=(16, 16), base_size=32 if name == "center" else 0), seed=2)
+    atk = protocol.build_attack(spec("pgd", eps=0.03, alpha=0.01, steps=3), tiny_cfg())
+    seen = []
+    logits, labels = protocol.predict(x, y, [0, 1], atk, on_iterate=lambda t, lg, lb: seen.append((t, lg, lb)))
+    assert [t for t, _, _ in seen] == [0, 1, 2, 3]
+    assert all(lg.shape[-2:] == labels.shape[-2:] and torch.equal(lb, labels) for _, lg, lb in seen)
+    assert torch.allclose(seen[-1][1], logits, atol=1e-5)
+    untraced, _ = protocol.predict(x, y, [0, 1], atk)
+    assert torch.allclose(untraced, logits, atol=1e-5), "tracing does not change the attack"
 
 
-def test_worst_case_is_per_image_and_below_every_attack():
-    g = torch.Generator().manual_seed(0)
-    labels = torch.randint(0, 4, (6, 10, 10), generator=g)
-    metrics = {}
-    for k, noise in (("a", 0.3), ("b", 0.5), ("c", 0.4)):
-        flip = torch.rand(labels.shape, generator=g) < noise
-        metrics[k] = metric_of(torch.where(flip, torch.randint(0, 4, labels.shape, generator=g), labels), labels)
-    wc = worst_case_summary(metrics)
-    for i in range(6):
-        assert wc["per_image_miou"][i] == min(m.per_image[i] for m in metrics.values())
-    for m in metrics.values():
-        assert wc["mIoU"] <= m.summary()["mIoU"] + 1e-12
-    chosen = sum(metrics[k].per_image_counts[i] for i, k in enumerate(wc["per_image_attack"]))
-    assert math.isclose(wc["aAcc"], int(chosen[0].sum()) / int(chosen[1].sum()))
-    assert sum(wc["images_per_attack"].values()) == 6 and wc["attacks"] == ["a", "b", "c"]
-    assert worst_case_summary({}) is None
+def test_clean_validation_and_testing_take_one_route(model, tiny_cfg):
+    """evaluate() without an attack is the protocol's clean prediction, under center too (the crop)."""
+    x, y = sample(3, 40, 60)
+    protocol = make("center", model, settings(mode="whole", crop=(32, 32), base_size=48))
+    loader = [(list(x), list(y), [0, 1, 2])]
+    metric = evaluate(protocol, loader, single_process(torch.device("cpu")), 7)
+    logits, labels = protocol.predict(x, y, [0, 1, 2])
+    assert torch.equal(metric.cm, confusion_matrix(logits.argmax(1), labels, 7))
+    assert model.training is False
 
 
-def test_attacks_from_the_config(tiny_cfg):
-    cfg = tiny_cfg("ATTACK.attacks", "[{name: pgd, eps: 8/255, steps: 2}, {name: pgd, key: pgd-l2, norm: l2}]")
-    assert [(k, n) for k, n, _ in attack_entries(cfg)] == [("pgd", "pgd"), ("pgd-l2", "pgd")]
-    assert attack_entries(cfg)[0][2] == {"eps": 8 / 255, "steps": 2}
-    with pytest.raises(UserError, match=r"ATTACK.attacks\[1\].*'pgd' is taken"):
-        attack_entries(tiny_cfg("ATTACK.attacks", "[{name: pgd}, {name: pgd, steps: 3}]"))
-    model = TinySeg()
-    with pytest.raises(UserError, match="ADV_TRAIN.params: pgd has no parameter stpes"):
-        attack_from_config("pgd", {"stpes": 3}, model, "ADV_TRAIN.params", cfg)
-    with pytest.raises(UserError, match="here: unknown attack 'pgdd'"):
-        attack_from_config("pgdd", {}, model, "here", cfg)
-    atk = attack_from_config("apgd-mce-bal", {"steps": 2}, model, "k", cfg)  # class counts of the training list
-    assert atk.class_weights is not None and len(atk.class_weights) == 7
-    assert attack_from_config("pgd", {}, model, "k", tiny_cfg("DATA.ignore_index", "250")).ignore_index == 250
-
-
-def test_adv_train_and_attack_config_keys(tmp_path):
-    path = tmp_path / "c.yaml"
-    path.write_text("ADV_TRAIN: {method: at, params: {eps: 4/255, variant: release}}\n")
-    cfg = load_config(path, ["ADV_TRAIN.params.steps", "7", "ATTACK.protocol", "legacy"])
-    assert cfg.ADV_TRAIN.params == {"eps": 4 / 255, "variant": "release", "steps": 7}
-    assert cfg.ATTACK.protocol == "legacy" and cfg.ADV_TRAIN.adv_ratio == 0.5
-    for overrides, message in ((["ADV_TRAIN.method", "pgd-at"], "ADV_TRAIN.method must be one of"),
-                               (["ADV_TRAIN.adv_ratio", "0"], "adv_ratio"),
-                               (["ATTACK.attacks", "[pgd]"], "ATTACK.attacks must be a list of mappings"),
-                               (["ADV_TRAIN.params", "3"], "ADV_TRAIN.params must be a mapping"),
-                               (["ADV_TRAIN.epochs.x", "3"], "unknown key 'ADV_TRAIN.epochs'"),
-                               (["TRAIN.epochs.x", "3"], "only mapping-typed keys"),
-                               (["ADV_TRAIN.val_attack", "{steps: 3}"], "val_attack needs a 'name'"),
-                               (["ATTACK.protocol", "center"], "TEST.base_size")):
-        with pytest.raises(UserError, match=message):
-            load_config(path, overrides)

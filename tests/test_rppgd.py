@@ -60,7 +60,7 @@ def test_attack_keeps_region_state_across_steps(variant):
     atk = RPPGD(model, steps=3, random_start=False, variant=variant)
     result = atk.run(torch.full((1, 3, 2, 4), 0.5), LABELS)
     ignored = I_ if variant == "described" else F_   # the release code puts ignored pixels in F
-    assert result.regions.tolist() == [[[B_, T_, F_, ignored], [T_, B_, T_, B_]]]
+    assert result.extras["regions"].tolist() == [[[B_, T_, F_, ignored], [T_, B_, T_, B_]]]
     assert model.calls == 4  # one forward per step plus the final iterate for the trace
 
 
@@ -68,13 +68,13 @@ def test_region_schedules():
     for t, steps in itertools.product(range(1, 6), [1, 3, 5]):
         if t > steps:
             continue
-        l_t, l_b, l_f = region_weights(t, steps, "described")
+        l_t, l_b, l_f = region_weights(t, steps)
         assert (l_t, l_b, l_f) == pytest.approx((1 - t / (2 * steps), (t - 1) / (2 * steps), 1 / (2 * steps)))
         assert l_t + l_b + l_f == pytest.approx(1.0)
         i = t - 1
-        assert region_weights(t, steps, "release") == pytest.approx(
+        assert region_weights(t, steps, zero_based=True) == pytest.approx(
             (1 - i / (2 * steps), (i - 1) / (2 * steps), 1 / (2 * steps)))
-    assert region_weights(1, 3, "release")[1] < 0  # negative at i = 0, where B is empty
+    assert region_weights(1, 3, zero_based=True)[1] < 0  # negative at i = 0, where B is empty
 
 
 @pytest.mark.parametrize("variant", ["described", "release"])
@@ -87,7 +87,7 @@ def test_region_loss_and_ignore_handling(variant):
     loss_step1 = atk.run(x, LABELS).trace[0].loss
     true_pixels = [(0, 0), (0, 1), (1, 0), (1, 1), (1, 2), (1, 3)]
     mean_t = sum(float(ce[p]) for p in true_pixels) / 6
-    l_t, _, l_f = region_weights(1, 3, variant)
+    l_t, _, l_f = region_weights(1, 3, zero_based=variant == "release")
     f_count = 1 if variant == "described" else 2       # (0,2), plus the ignored (0,3) in the release
     assert loss_step1 == pytest.approx(0.5 * (l_t * mean_t + l_f * float(ce[0, 2]) / f_count), rel=1e-5)
 
@@ -130,8 +130,8 @@ def test_inter_and_intra_terms_and_their_release_reductions():
     p = class_prototypes(feat, labels, mask, 4, "image")   # class 3 absent
     protos = brute_prototypes(feat, labels, mask)
     pairs = [s(protos[a], protos[b]) for a, b in [(0, 1), (0, 2), (1, 2)]]
-    assert float(inter_loss(p, "described")) == pytest.approx(float(sum(pairs) / 3), rel=1e-5)
-    assert float(inter_loss(p, "release")) == pytest.approx(float(2 * sum(pairs) / 3), rel=1e-5)
+    assert float(inter_loss(p)) == pytest.approx(float(sum(pairs) / 3), rel=1e-5)
+    assert float(inter_loss(p, ordered_pairs=True)) == pytest.approx(float(2 * sum(pairs) / 3), rel=1e-5)
 
     tau = 0.8
     l_c = {}
@@ -139,12 +139,12 @@ def test_inter_and_intra_terms_and_their_release_reductions():
         sims = [float(s(feat[0, :, 0, j], v)) for j in range(7) if labels[0, 0, j] == c]
         low, high = [x for x in sims if x < tau], [x for x in sims if x >= tau]
         l_c[c] = 0.75 * (sum(low) / len(low) if low else 0) + 0.25 * (sum(high) / len(high) if high else 0)
-    assert float(intra_loss(p, tau, (), "described")) == pytest.approx(sum(l_c.values()) / 3, rel=1e-5)
-    assert float(intra_loss(p, tau, (0,), "described")) == pytest.approx((l_c[1] + l_c[2]) / 2, rel=1e-5)
-    assert float(intra_loss(p, tau, (), "release")) == pytest.approx(l_c[2], rel=1e-5)  # last class only
+    assert float(intra_loss(p, tau)) == pytest.approx(sum(l_c.values()) / 3, rel=1e-5)
+    assert float(intra_loss(p, tau, (0,))) == pytest.approx((l_c[1] + l_c[2]) / 2, rel=1e-5)
+    assert float(intra_loss(p, tau, reduction="last")) == pytest.approx(l_c[2], rel=1e-5)  # last class only
     only_background = class_prototypes(feat, torch.zeros_like(labels), mask, 4, "image")
-    assert float(intra_loss(only_background, tau, (), "release")) == 0.0                 # class 0 always skipped
-    assert float(inter_loss(only_background, "described")) == 0.0                        # fewer than two classes
+    assert float(intra_loss(only_background, tau, reduction="last")) == 0.0                 # class 0 always skipped
+    assert float(inter_loss(only_background)) == 0.0                        # fewer than two classes
 
 
 def test_to_grid_is_nearest():
@@ -160,20 +160,22 @@ def test_prototype_terms_carry_gradient_only_in_described_variant(trained_tiny, 
     assert not torch.equal(described(x, y), x), "described: the prototype terms must move the image"
     result = release.run(x, y)
     assert torch.equal(result.adv, x), "release: detached features give no gradient"
-    assert any(t["inter"] > 0 for t in result.terms), "release still computes the prototype terms for logging"
+    assert any(r.extra["inter"] > 0 for r in result.trace), "release still computes the prototype terms for logging"
 
 
 def test_release_random_start_lies_in_normalised_unit_box():
     model = TinySeg()
     x = torch.rand(2, 3, 17, 19)
-    atk = RPPGD(model, variant="release", eps=0.03)
+    norm = {"mean": model.normalize.mean.flatten().tolist(), "std": model.normalize.std.flatten().tolist()}
+    atk = RPPGD(model, variant="release", eps=0.03, **norm)
     x0 = atk.start(x, RandomSource(x.device, seed=0))
     mean, std = model.normalize.mean, model.normalize.std
     assert (x0 >= mean - 1e-6).all() and (x0 <= mean + std + 1e-6).all()
     assert (x0 - x).abs().max() > 0.1, "the release start leaves the eps ball"
     described = RPPGD(model, eps=0.03).start(x, RandomSource(x.device, seed=0))
     assert (described - x).abs().max() <= 0.03 + 1e-6
-    adv = RPPGD(model, variant="release", eps=0.03, steps=1, seed=0, best=True)(x, torch.zeros(2, 17, 19).long())
+    release = RPPGD(model, variant="release", eps=0.03, steps=1, seed=0, best=True, **norm)
+    adv = release(x, torch.zeros(2, 17, 19).long())
     assert (adv - x).abs().max() <= 0.03 + 1e-6, "the first projection pulls it back (and best never returns x_0)"
 
 

@@ -85,12 +85,12 @@ def test_sea_trace_stages(sea_problem):
     eps, steps = 0.02, 7
     res = SEA(model, eps=eps, steps=steps, class_counts=COUNTS, random_start=False).run(x, y)
     expected_stages = [f"{loss}@{r:g}eps" for loss in ("mce", "mce-bal", "js") for r in RADII]
-    stages = list(dict.fromkeys(r.stage for r in res.trace))
+    stages = list(dict.fromkeys(r.extra["stage"] for r in res.trace))
     assert stages == expected_stages
     for stage, (factor, n) in zip(stages, list(zip(RADII, stage_steps(steps))) * 3):
-        recs = [r for r in res.trace if r.stage == stage]
+        recs = [r for r in res.trace if r.extra["stage"] == stage]
         assert len(recs) == n + 1
-        assert recs[0].step_size == pytest.approx(2 * factor * eps)
-    final = min(r.pixel_acc for r in res.trace if r.stage.endswith("@1eps"))
+        assert recs[0].extra["step_size"] == pytest.approx(2 * factor * eps)
+    final = min(r.pixel_acc for r in res.trace if r.extra["stage"].endswith("@1eps"))
     assert pixel_acc(model, res.adv, y).item() == pytest.approx(final, abs=1e-12)
     assert (res.adv - x).abs().max() <= eps + 1e-6

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
 import torch
 
-from attack import worst_case_choice, worst_case_miou
-from util.metrics import scores
+from engine.worst_case import worst_case_choice, worst_case_miou, worst_case_summary
+from util.metrics import SegMetric, scores
 
 
 def miou_of(cms: torch.Tensor, choice) -> float:
@@ -89,3 +90,28 @@ def test_worst_case_rejects_bad_shapes():
         worst_case_miou(torch.zeros(2, 3, 4))
     with pytest.raises(ValueError, match="A,N,K,K"):
         worst_case_miou(torch.zeros(2, 3, 4, 5))
+
+
+def metric_of(preds, labels, classes=4):
+    m = SegMetric(classes)
+    for i, (p, y) in enumerate(zip(preds, labels)):
+        m.update(p, y, i)
+    return m
+
+
+def test_worst_case_is_per_image_and_below_every_attack():
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 4, (6, 10, 10), generator=g)
+    metrics = {}
+    for k, noise in (("a", 0.3), ("b", 0.5), ("c", 0.4)):
+        flip = torch.rand(labels.shape, generator=g) < noise
+        metrics[k] = metric_of(torch.where(flip, torch.randint(0, 4, labels.shape, generator=g), labels), labels)
+    wc = worst_case_summary(metrics)
+    for i in range(6):
+        assert wc["per_image_miou"][i] == min(m.per_image[i] for m in metrics.values())
+    for m in metrics.values():
+        assert wc["mIoU"] <= m.summary()["mIoU"] + 1e-12
+    chosen = sum(metrics[k].per_image_counts[i] for i, k in enumerate(wc["per_image_attack"]))
+    assert math.isclose(wc["aAcc"], int(chosen[0].sum()) / int(chosen[1].sum()))
+    assert sum(wc["images_per_attack"].values()) == 6 and wc["attacks"] == ["a", "b", "c"]
+    assert worst_case_summary({}) is None

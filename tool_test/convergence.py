@@ -5,7 +5,9 @@
         [SECTION.key value ...]
 
 Loads TEST.model_path (default: the run's model/last.pth) and attacks the first --images images of DATA.val_list
-whole (TEST.mode whole), in batches of TEST.batch_size, on one process. The PGD family (BIM, PGD, SegPGD, CosPGD,
+under ATTACK.protocol (the demo configs: `full` with TEST.mode whole, i.e. whole images), in batches of
+TEST.batch_size, on one process, through the same evaluation loop and protocols as tool_test/test.py: random
+starts are seeded per image from (ATTACK.seed, dataset index). The PGD family (BIM, PGD, SegPGD, CosPGD,
 RP-PGD and RP-PGD++ in both variants, and RP-PGD++ with the region loss only) runs once per budget T in
 --steps, since SegPGD's and RP-PGD's schedules depend on T; APGD with each loss and SEA run at their own budgets.
 Writes <run>/result/convergence/: convergence.csv (mIoU after every step of every run, and each run's result),
@@ -27,15 +29,15 @@ import torch
 from torch.utils.data import Subset
 from tqdm import tqdm
 
-from attack import build_attack
-from model import build_model
-from util.checkpoint import load_checkpoint, load_model_state
-from util.class_counts import class_pixel_counts
+from engine.attacks import AttackSpec
+from engine.evaluation import evaluate
+from engine.protocols import build_protocol
+from engine.trained_model import load_trained_model
 from util.config import load_config, run_dir, save_config
 from util.dataset import build_dataset, make_loader
 from util.demo_data import ensure_demo_data
+from util.distributed import single_process
 from util.errors import UserError, run_cli
-from util.evaluation import same_size_groups
 from util.logger import make_logger
 from util.metrics import confusion_matrix, scores
 from util.results import new_result_dir, write_json
@@ -55,7 +57,7 @@ class Row:
     seconds: dict = field(default_factory=dict)    # budget -> attack time
 
 
-def study_rows(args, counts: list[int]) -> list[Row]:
+def study_rows(args) -> list[Row]:
     pgd = {"eps": args.eps, "alpha": args.alpha}
     steps = args.steps
     rows = [
@@ -69,11 +71,9 @@ def study_rows(args, counts: list[int]) -> list[Row]:
         Row("RP-PGD++ (release)", "rppgd++", {**pgd, "variant": "release"}, steps, "pgd family"),
         Row("RP-PGD++ region loss only", "rppgd++", {**pgd, "w_inter": 0.0, "w_intra": 0.0}, steps, "ablation"),
     ]
-    for loss in ("ce", "mce", "mce-bal", "js"):
-        extra = {"class_counts": counts} if loss == "mce-bal" else {}
-        rows.append(Row(f"APGD-{loss.upper()}", f"apgd-{loss}", {"eps": args.eps, **extra}, [args.apgd_steps], "apgd"))
-    rows.append(Row("SEA (MCE, MCE-Bal, JS)", "sea", {"eps": args.eps, "class_counts": counts}, [args.sea_steps],
-                    "apgd"))
+    for loss in ("ce", "mce", "mce-bal", "js"):  # MCE-Bal's class counts come from the training list (engine)
+        rows.append(Row(f"APGD-{loss.upper()}", f"apgd-{loss}", {"eps": args.eps}, [args.apgd_steps], "apgd"))
+    rows.append(Row("SEA (MCE, MCE-Bal, JS)", "sea", {"eps": args.eps}, [args.sea_steps], "apgd"))
     if args.only:
         rows = [r for r in rows if r.name in args.only]
         if not rows:
@@ -85,13 +85,13 @@ def percent(cm: torch.Tensor) -> str:
     return f"{100 * scores(cm)['mIoU']:.2f}"
 
 
-def tables(rows: list[Row], clean_cm: torch.Tensor, args, images: int, model_path: Path) -> str:
+def tables(rows: list[Row], clean_cm: torch.Tensor, args, images: int, model_path: Path, protocol: str) -> str:
     steps = args.steps
     head = "| attack | " + " | ".join(f"T={t}" for t in steps) + " |"
     sep = "|---" * (len(steps) + 1) + "|"
     family = [r for r in rows if r.group in ("pgd family", "ablation")]
     lines = [f"# Convergence study: {model_path}", "",
-             f"{images} validation images, whole-image attacks, eps {args.eps:g}, clean mIoU {percent(clean_cm)}.",
+             f"{images} validation images, protocol `{protocol}`, eps {args.eps:g}, clean mIoU {percent(clean_cm)}.",
              "", f"## mIoU (%) after T steps (PGD family, alpha {args.alpha:g}; one run per T)", "", head, sep]
     lines += [f"| {r.label} | " + " | ".join(percent(r.result[t]) for t in steps) + " |" for r in family]
     apgd = [r for r in rows if r.group == "apgd"]
@@ -134,49 +134,38 @@ def parse(argv: list[str] | None):
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
     cfg = load_config(args.config, args.overrides)
-    if cfg.TEST.mode != "whole":
-        raise UserError(f"the convergence study attacks whole images; set TEST.mode whole (got '{cfg.TEST.mode}')")
-    torch.manual_seed(cfg.EXP.seed)
     out_dir = run_dir(cfg)
-    model_path = Path(cfg.TEST.model_path or out_dir / "model" / "last.pth")
-    state = load_checkpoint(model_path)
-    model = build_model(cfg)
-    load_model_state(model, state["model"], f"checkpoint '{model_path}'")
-    model.eval()
+    env = single_process()
+    trained = load_trained_model(cfg, env.device)
     logger = make_logger("convergence", None)
     ensure_demo_data(cfg, logger)
     dataset = build_dataset(cfg, "val", train=False)
     dataset = Subset(dataset, range(min(args.images, len(dataset))))
-    loader = make_loader(dataset, cfg.TEST.batch_size, cfg.TEST.workers, 0, 1, train=False)
-    batches = [(x, torch.stack(ys), idx) for images, labels, indices in loader
-               for x, ys, idx in same_size_groups(images, labels, indices)]
-    rows = study_rows(args, class_pixel_counts(cfg))
+    loader = make_loader(dataset, cfg.TEST.batch_size, cfg.TEST.workers, env.rank, env.world, train=False)
+    protocol = build_protocol(cfg, trained.model)
+    rows = study_rows(args)
     k = cfg.DATA.classes
-
-    def cm_of(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return confusion_matrix(logits.argmax(1), y, k, cfg.DATA.ignore_index)
-
-    with torch.no_grad():
-        clean_cm = sum(cm_of(model(x), y) for x, y, _ in batches)
+    clean_cm = evaluate(protocol, loader, env, k, desc="clean").cm
     result_dir = new_result_dir(out_dir / "result", "convergence")
     try:
         runs = [(row, t) for row in rows for t in row.budgets]
         for row, t in tqdm(runs, desc="attacks"):
-            for x, y, _ in batches:
-                atk = build_attack(row.name, model, steps=t, seed=cfg.EXP.seed, **row.params)
-                row.configs[t] = atk.config()
+            spec = AttackSpec(row.name, row.label, {**row.params, "steps": t}, "convergence row")
+            atk = protocol.build_attack(spec, cfg)
+            row.configs[t] = atk.config()
 
-                def on_iterate(step: int, logits: torch.Tensor, row=row, t=t, y=y) -> None:
-                    key = (t, step)
-                    row.per_step[key] = row.per_step.get(key, 0) + cm_of(logits, y)
+            def on_iterate(step: int, logits: torch.Tensor, y: torch.Tensor, row=row, t=t) -> None:
+                key = (t, step)
+                cm = confusion_matrix(logits.argmax(1), y, k, cfg.DATA.ignore_index)
+                row.per_step[key] = row.per_step.get(key, 0) + cm
 
-                start = time.time()
-                adv = atk.run(x, y, trace=False, on_iterate=None if row.name == "sea" else on_iterate).adv
-                row.seconds[t] = row.seconds.get(t, 0.0) + time.time() - start
-                with torch.no_grad():
-                    row.result[t] = row.result.get(t, 0) + cm_of(model(adv), y)
+            start = time.time()
+            metric = evaluate(protocol, loader, env, k, attack=atk, desc=f"{row.label} T={t}",
+                              on_iterate=None if row.name == "sea" else on_iterate)
+            row.seconds[t] = time.time() - start
+            row.result[t] = metric.cm
             logger.info(f"{row.label} T={t}: mIoU {percent(row.result[t])} ({row.seconds[t]:.0f} s)")
-        write_outputs(result_dir, rows, clean_cm, args, len(dataset), model_path, cfg)
+        write_outputs(result_dir, rows, clean_cm, args, len(dataset), trained.path, cfg, protocol.describe())
     except BaseException:
         shutil.rmtree(result_dir, ignore_errors=True)  # nothing half-written
         raise
@@ -184,7 +173,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"wrote {result_dir}")
 
 
-def write_outputs(result_dir: Path, rows: list[Row], clean_cm, args, images: int, model_path: Path, cfg) -> None:
+def write_outputs(result_dir: Path, rows: list[Row], clean_cm, args, images: int, model_path: Path, cfg,
+                  protocol: dict) -> None:
     with open(result_dir / "convergence.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["attack", "name", "budget", "step", "kind", "mIoU", "mAcc", "aAcc"])
@@ -194,8 +184,8 @@ def write_outputs(result_dir: Path, rows: list[Row], clean_cm, args, images: int
                 w.writerow([r.label, r.name, t, step, "iterate", *fmt(cm)])
             for t, cm in sorted(r.result.items()):
                 w.writerow([r.label, r.name, t, t, "result", *fmt(cm)])
-    (result_dir / "convergence.md").write_text(tables(rows, clean_cm, args, images, model_path))
-    payload = {"model_path": str(model_path), "images": images, "clean": scores(clean_cm),
+    (result_dir / "convergence.md").write_text(tables(rows, clean_cm, args, images, model_path, protocol["name"]))
+    payload = {"model_path": str(model_path), "images": images, "protocol": protocol, "clean": scores(clean_cm),
                "attacks": [{"label": r.label, "budget": t, "config": r.configs[t], "seconds": round(r.seconds[t], 1),
                             **{k: v for k, v in scores(r.result[t]).items()}} for r in rows for t in r.budgets]}
     write_json(payload, result_dir / "convergence.json")

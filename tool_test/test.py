@@ -20,16 +20,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from torch.utils.data import Subset
 
-from attack.robust import attack_entries, attack_from_config, protocol_from_config, worst_case_summary
-from model import build_model
-from util.checkpoint import load_checkpoint, load_model_state
+from engine.attacks import attack_list
+from engine.evaluation import evaluate
+from engine.protocols import build_protocol
+from engine.trained_model import load_trained_model
+from engine.worst_case import worst_case_summary
 from util.classes import class_names, palette
 from util.config import config_from_cli, run_dir
 from util.dataset import build_dataset, make_loader
 from util.demo_data import ensure_demo_data
 from util.distributed import all_gather_objects, barrier, cleanup, init_distributed
 from util.errors import run_cli
-from util.evaluation import evaluate
 from util.logger import make_logger
 from util.metrics import SegMetric
 from util.results import new_result_dir, per_class_table, report_table, save_colour_label, write_json
@@ -75,15 +76,11 @@ def main(argv: list[str] | None = None) -> None:
         ensure_demo_data(cfg, logger)
     barrier(env)
     dataset = build_dataset(cfg, cfg.TEST.split, train=False)  # a missing dataset stops before anything else
-    model_path = Path(cfg.TEST.model_path or out_dir / "model" / "last.pth")
-    state = load_checkpoint(model_path)
-    model = build_model(cfg)
-    load_model_state(model, state["model"], f"checkpoint '{model_path}'")
-    model.to(env.device).eval()
-    protocol = protocol_from_config(cfg, model)
+    trained = load_trained_model(cfg, env.device)
+    model_path = trained.path
+    protocol = build_protocol(cfg, trained.model)
     # every attack is built (and its parameters checked) before anything is written
-    attacks = {key: attack_from_config(name, params, protocol.target, f"ATTACK.attacks[{i}] ({key})", cfg)
-               for i, (key, name, params) in enumerate(attack_entries(cfg))}
+    attacks = {spec.key: protocol.build_attack(spec, cfg) for spec in attack_list(cfg)}
     if cfg.TEST.num_images:
         dataset = Subset(dataset, range(min(cfg.TEST.num_images, len(dataset))))
     loader = make_loader(dataset, cfg.TEST.batch_size, cfg.TEST.workers, env.rank, env.world, train=False)
@@ -92,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     result_dir = all_gather_objects(
         str(new_result_dir(out_dir / "result", name)) if env.is_main else None, env)[0]
     result_dir = Path(result_dir)
-    logger.info(f"evaluating {model_path} (epoch {state.get('epoch')}) on {len(dataset)} images of "
+    logger.info(f"evaluating {model_path} (epoch {trained.epoch}) on {len(dataset)} images of "
                 f"{cfg.TEST.split}, protocol {protocol.name}, clean and {len(attacks)} attack(s); results in "
                 f"{result_dir}")
     entries = dataset.dataset.entries if isinstance(dataset, Subset) else dataset.entries
@@ -107,14 +104,13 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         start = time.time()
-        clean = evaluate(model, loader, cfg, env, desc="clean", on_prediction=pictures("clean"),
-                         predict=protocol.predict(None))
+        k = cfg.DATA.classes
+        clean = evaluate(protocol, loader, env, k, desc="clean", on_prediction=pictures("clean"))
         results = {"clean": clean.summary(), "attacks": {}}
         logger.info(f"clean: mIoU {results['clean']['mIoU']:.4f}")
         attacked: dict[str, SegMetric] = {}
         for key, atk in attacks.items():
-            attacked[key] = evaluate(model, loader, cfg, env, desc=key, on_prediction=pictures(key),
-                                     predict=protocol.predict(atk))
+            attacked[key] = evaluate(protocol, loader, env, k, attack=atk, desc=key, on_prediction=pictures(key))
             results["attacks"][key] = {"name": atk.name, "params": atk.params(), **attacked[key].summary()}
             logger.info(f"{key}: mIoU {results['attacks'][key]['mIoU']:.4f} ({atk!r})")
         results["worst_case"] = worst_case_summary(attacked)
@@ -124,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
             shutil.rmtree(result_dir, ignore_errors=True)
         raise
     if env.is_main:
-        write_results(cfg, result_dir, model_path, state.get("epoch"),
+        write_results(cfg, result_dir, model_path, trained.epoch,
                       {"split": cfg.TEST.split, "images": len(dataset), **protocol.describe()}, results, seconds)
     cleanup(env)
 

@@ -21,15 +21,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np
 import torch
 from tensorboardX import SummaryWriter
 from torch.utils.data import Subset
 from tqdm import tqdm
 
 from attack import Attack
-from attack.robust import attack_from_config, protocol_from_config
-from attack.training import adversarial_batch, adversarial_count
+from engine.attacks import attack_spec, build_from_spec
+from engine.evaluation import evaluate
+from engine.protocols import Protocol, build_protocol
+from engine.training import adversarial_count, build_optimizer, build_scheduler, seed_epoch, train_step
 from model import build_model
 from util.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from util.classes import class_names
@@ -38,47 +39,8 @@ from util.dataset import build_dataset, make_loader
 from util.demo_data import ensure_demo_data
 from util.distributed import DistEnv, all_reduce_sum, barrier, cleanup, init_distributed, use_sync_bn, wrap_ddp
 from util.errors import UserError, run_cli
-from util.evaluation import evaluate
 from util.logger import make_logger
-from util.loss import loss_and_accuracy_sums, segmentation_loss
-
-
-def seed_epoch(seed: int, epoch: int, rank: int) -> None:
-    """Seed torch (dropout, random ops) from (seed, epoch, rank), so a resumed epoch repeats exactly."""
-    torch.manual_seed(int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0]))
-
-
-def build_optimizer(model, cfg) -> torch.optim.SGD:
-    """SGD with the base lr on the backbone and head_lr_mult x base lr on the heads."""
-    t = cfg.TRAIN
-    head = model.head_parameters()
-    head_ids = {id(p) for p in head}
-    backbone = [p for p in model.parameters() if id(p) not in head_ids]
-    return torch.optim.SGD(
-        [{"params": backbone, "lr": t.base_lr}, {"params": head, "lr": t.base_lr * t.head_lr_mult}],
-        lr=t.base_lr, momentum=t.momentum, weight_decay=t.weight_decay,
-    )
-
-
-def train_step(net, attack: Attack | None, images: torch.Tensor, labels: torch.Tensor, optimizer, scheduler, cfg
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-    """One optimisation step on a batch (N,3,H,W), adversarial when `attack` is given (attack/training.py).
-
-    Returns the main logits (detached), the main and auxiliary losses (detached) and the number of adversarial
-    images at the front of the batch.
-    """
-    n_adv = 0
-    if attack is not None:  # built on the unwrapped model: runs in eval mode, restores train mode
-        images, n_adv = adversarial_batch(attack, images, labels, cfg.ADV_TRAIN.adv_ratio)
-    out = net(images, return_dict=True)
-    main_loss = segmentation_loss(out["out"], labels, cfg.DATA.ignore_index)
-    aux_loss = segmentation_loss(out["aux"], labels, cfg.DATA.ignore_index)
-    loss = main_loss + cfg.TRAIN.aux_weight * aux_loss
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    scheduler.step()
-    return out["out"].detach(), main_loss.detach(), aux_loss.detach(), n_adv
+from util.loss import loss_and_accuracy_sums
 
 
 def train_epoch(net, loader, optimizer, scheduler, cfg, env: DistEnv, bar: tqdm, writer, logger, epoch: int,
@@ -92,7 +54,7 @@ def train_epoch(net, loader, optimizer, scheduler, cfg, env: DistEnv, bar: tqdm,
     for it, (images, labels, _) in enumerate(loader, start=1):
         images = images.to(env.device, non_blocking=True)
         labels = labels.to(env.device, non_blocking=True)
-        logits, main_loss, aux_loss, n_adv = train_step(net, attack, images, labels, optimizer, scheduler, cfg)
+        logits, main_loss, aux_loss, n_adv = train_step(net, images, labels, optimizer, scheduler, cfg, attack)
 
         per_image = loss_and_accuracy_sums(logits, labels, ignore).cpu()  # (N,3)
         step_parts = torch.stack([per_image[:n_adv].sum(0), per_image[n_adv:].sum(0)])
@@ -132,10 +94,11 @@ def describe_parts(parts: torch.Tensor) -> str:
     return " ".join(text)
 
 
-def validate(model, val_loader, robust_loader, robust_attack, protocol, cfg, env, logger, writer, epoch: int
-             ) -> dict[str, float]:
-    """Clean validation (and robust validation when configured); returns {"mIoU": ..., "robust_mIoU": ...}."""
-    res = evaluate(model, val_loader, cfg, env, desc="val").summary()
+def validate(protocol: Protocol, val_loader, robust_loader, robust_attack: Attack | None, cfg, env, logger, writer,
+             epoch: int) -> dict[str, float]:
+    """Clean validation (and robust validation when configured) under ATTACK.protocol; returns {"mIoU": ...,
+    "robust_mIoU": ...}."""
+    res = evaluate(protocol, val_loader, env, cfg.DATA.classes, desc="val").summary()
     names = class_names(cfg.DATA.name, cfg.DATA.classes)
     iou = {n: v for n, v in zip(names, res["per_class_iou"]) if v is not None}
     weakest = ", ".join(f"{n} {v:.3f}" for n, v in sorted(iou.items(), key=lambda kv: kv[1])[:5])
@@ -143,7 +106,7 @@ def validate(model, val_loader, robust_loader, robust_attack, protocol, cfg, env
                 f"lowest class IoU: {weakest}")
     out = {"mIoU": res["mIoU"]}
     if robust_attack is not None:
-        rob = evaluate(model, robust_loader, cfg, env, desc="robust val", predict=protocol.predict(robust_attack))
+        rob = evaluate(protocol, robust_loader, env, cfg.DATA.classes, attack=robust_attack, desc="robust val")
         rob = rob.summary()
         out["robust_mIoU"] = rob["mIoU"]
         logger.info(f"epoch {epoch} robust validation ({robust_attack.name}, {rob['images']} images, protocol "
@@ -183,19 +146,19 @@ def main(argv: list[str] | None = None) -> None:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(env.device)
     a = cfg.ADV_TRAIN
+    # attacks and the protocol are built now, so that a bad name or parameter stops before anything is written
     attack = None
-    if a.method == "at":  # built now, so that a bad attack name or parameter stops before anything is written
-        attack = attack_from_config(a.attack, a.params, model, "ADV_TRAIN.params", cfg)
-    robust_attack = robust_loader = protocol = None
+    if a.method == "at":  # on the unwrapped model: it runs in eval mode and restores train mode
+        attack = build_from_spec(attack_spec(a.attack, "ADV_TRAIN.attack"), model, cfg)
+    protocol = build_protocol(cfg, model)  # clean and robust validation
+    robust_attack = robust_loader = None
     if a.val_attack:
-        protocol = protocol_from_config(cfg, model)
-        spec = {k: v for k, v in a.val_attack.items() if k != "name"}
-        robust_attack = attack_from_config(a.val_attack["name"], spec, protocol.target, "ADV_TRAIN.val_attack", cfg)
+        robust_attack = protocol.build_attack(attack_spec(a.val_attack, "ADV_TRAIN.val_attack"), cfg)
         subset = Subset(val_set, range(min(a.val_images or len(val_set), len(val_set))))
         robust_loader = make_loader(subset, cfg.TEST.batch_size, cfg.DATA.workers, env.rank, env.world, False)
     optimizer = build_optimizer(model, cfg)
     max_iter = t.epochs * len(train_loader)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: max(1 - it / max_iter, 0.0) ** t.power)
+    scheduler = build_scheduler(optimizer, cfg, max_iter)
     start_epoch = 1
     best = {"metric": "robust_mIoU" if robust_attack is not None else "mIoU", "value": None, "epoch": None}
     resume = t.resume
@@ -223,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
     if robust_attack is not None:
         logger.info(f"robust validation on {len(robust_loader.dataset)} images: {robust_attack!r}, protocol "
                     f"{protocol.name}; model/best.pth by robust mIoU")
-    net = wrap_ddp(model, env)  # `net` trains; `model` (the same weights) is validated and saved
+    net = wrap_ddp(model, env)  # `net` trains; `model` (the same weights) is attacked, validated and saved
     writer = SummaryWriter(str(out_dir / "tb")) if env.is_main else None
     logger.info(f"{len(train_set)} training images, {len(val_set)} validation images, "
                 f"{len(train_loader)} iterations per epoch, {max_iter} in all")
@@ -242,7 +205,7 @@ def main(argv: list[str] | None = None) -> None:
                 writer.add_scalar(f"epoch/{k}", v, epoch)
         improved = False
         if t.eval_freq and (epoch % t.eval_freq == 0 or epoch == t.epochs):
-            res = validate(model, val_loader, robust_loader, robust_attack, protocol, cfg, env, logger, writer, epoch)
+            res = validate(protocol, val_loader, robust_loader, robust_attack, cfg, env, logger, writer, epoch)
             if best["value"] is None or res[best["metric"]] > best["value"]:
                 best, improved = {"metric": best["metric"], "value": res[best["metric"]], "epoch": epoch}, True
         if env.is_main:

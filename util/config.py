@@ -82,18 +82,17 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     },
     "ADV_TRAIN": {
         "method": "none",  # none: clean training | at: adversarial training (METHOD.md §6)
-        "attack": "rppgd++",  # any attack registry name (attack/registry.py)
-        # keyword arguments of build_attack; absent ones take the attack's own defaults.
-        # Override one with ADV_TRAIN.params.steps 7 (or the whole mapping with ADV_TRAIN.params "{...}").
-        "params": {"eps": 0.03, "alpha": 0.01, "steps": 3, "random_start": True},
+        # the training attack, an attack spec {name: registry name, <build_attack parameters>} (absent parameters
+        # take the attack's defaults); override one entry with ADV_TRAIN.attack.steps 7
+        "attack": {"name": "rppgd++", "eps": 0.03, "alpha": 0.01, "steps": 3, "random_start": True},
         "adv_ratio": 0.5,  # fraction of each per-process batch replaced by its adversarial version (0, 1]
-        # robust validation, which then chooses model/best.pth: {name: pgd, eps: 0.03, ...}; {} switches it off
+        # robust validation, which then chooses model/best.pth: an attack spec {name: pgd, eps: 0.03, ...}; {} is off
         "val_attack": {},
         "val_images": 32,  # robust validation runs on the first N validation images (0: all)
     },
     "ATTACK": {
-        "protocol": "full",  # full | legacy | center (METHOD.md §7)
-        # attacks that tool_test/test.py runs after the clean evaluation: a list of mappings
+        "protocol": "full",  # full | legacy | center (METHOD.md §7, engine/protocols.py)
+        # attacks that tool_test/test.py runs after the clean evaluation: a list of attack specs
         # {name: registry name, key: result name (default: name), any build_attack parameter}
         "attacks": [],
         "seed": 0,  # image i's random start is seeded from (seed, dataset index i)
@@ -111,7 +110,6 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "TEST.split": ("val", "train"),
     "TEST.mode": ("whole", "slide"),
     "ADV_TRAIN.method": ("none", "at"),
-    "ATTACK.protocol": ("full", "legacy", "center"),
     "DIST.backend": ("auto", "nccl", "gloo"),
     "DIST.sync_bn": ("auto", "true", "false"),
 }
@@ -152,10 +150,16 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
             raise UserError(f"override '{key}': write it as SECTION.key, e.g. TRAIN.epochs")
         value = _parse_scalar(text)
         name, _, entry = name.partition(".")
+        if section == "ADV_TRAIN" and name == "params":  # the old form: show the new one
+            current = merged["ADV_TRAIN"]["attack"]
+            new = (f"ADV_TRAIN.attack.{entry} {text}" if entry
+                   else f"ADV_TRAIN.attack {_spec_text(current.get('name'), value)}")
+            raise UserError(f"command line: ADV_TRAIN.params is gone: the training attack and its parameters are one "
+                            f"attack spec; write {new}")
         if entry and name in DEFAULTS.get(section, {}):  # SECTION.key.entry value: one entry of a mapping key
             if not isinstance(DEFAULTS[section][name], dict):
                 raise UserError(f"override '{key}': only mapping-typed keys take a third part "
-                                f"(e.g. ADV_TRAIN.params.steps)")
+                                f"(e.g. ADV_TRAIN.attack.steps)")
             value = {**merged[section][name], entry: value}
         _merge(merged, {section: {name: value}}, source="command line")
     cfg = Config({s: Config(v) for s, v in merged.items()})
@@ -222,6 +226,10 @@ def _merge(into: dict[str, dict], new: dict[str, Any], source: str) -> None:
             raise UserError(f"{source}: unknown section '{section}'{_suggest(section, DEFAULTS)}")
         if not isinstance(values, dict):
             raise UserError(f"{source}: section '{section}' must be a mapping of keys")
+        if section == "ADV_TRAIN" and "params" in values:
+            raise UserError(f"{source}: ADV_TRAIN.params is gone: the training attack and its parameters are one "
+                            f"attack spec, ADV_TRAIN.attack {_spec_text(values.get('attack'), values['params'])} "
+                            f"(override one entry with ADV_TRAIN.attack.steps 7)")
         for key, value in values.items():
             if key not in DEFAULTS[section]:
                 raise UserError(
@@ -254,6 +262,9 @@ def _coerce(name: str, value: Any, default: Any, source: str) -> Any:
             return value
         raise bad("a string")
     if kind is dict:
+        if name in _ATTACK_SPECS and isinstance(value, str):
+            raise UserError(f"{source}: {name} is an attack spec, a mapping with the attack's name and parameters: "
+                            f"write {name} {_spec_text(value, {})}")
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
             raise bad("a mapping of parameter names to values")
         return {k: _numbers(v) for k, v in value.items()}
@@ -279,6 +290,7 @@ def _coerce(name: str, value: Any, default: Any, source: str) -> Any:
 
 
 _SQUARE = {"TRAIN.crop_size", "TEST.crop_size"}
+_ATTACK_SPECS = {"ADV_TRAIN.attack", "ADV_TRAIN.val_attack"}  # read by engine/attacks.py like ATTACK.attacks
 _MAPPINGS = {"ATTACK.attacks"}  # lists of mappings
 _FIXED_LENGTH = {
     "DATA.mean", "DATA.std", "TRAIN.crop_size", "TRAIN.scale_range", "TRAIN.rotate_range", "TEST.crop_size",
@@ -305,6 +317,12 @@ def _numbers(value: Any) -> Any:
     if isinstance(value, list):
         return [_numbers(v) for v in value]
     return value
+
+
+def _spec_text(name: Any, params: Any) -> str:
+    """The attack-spec form {name: ..., params...} in YAML flow style, for messages about the old forms."""
+    spec = {"name": name if isinstance(name, str) else "rppgd++", **(params if isinstance(params, dict) else {})}
+    return yaml.safe_dump(spec, default_flow_style=True, sort_keys=False).strip()
 
 
 def _parse_scalar(text: str) -> Any:
@@ -340,11 +358,5 @@ def _check_values(cfg: Config) -> None:
         raise UserError(f"TEST.stride_rate must be in (0, 1], got {cfg.TEST.stride_rate}")
     if not 0 < cfg.ADV_TRAIN.adv_ratio <= 1:
         raise UserError(f"ADV_TRAIN.adv_ratio must be in (0, 1], got {cfg.ADV_TRAIN.adv_ratio}")
-    if cfg.ADV_TRAIN.val_attack and not isinstance(cfg.ADV_TRAIN.val_attack.get("name"), str):
-        raise UserError(f"ADV_TRAIN.val_attack needs a 'name' (e.g. {{name: pgd, steps: 3}}), "
-                        f"got {cfg.ADV_TRAIN.val_attack}")
     if cfg.ADV_TRAIN.val_images < 0 or cfg.TEST.num_images < 0:
         raise UserError("ADV_TRAIN.val_images and TEST.num_images must be >= 0")
-    if cfg.ATTACK.protocol == "center" and cfg.TEST.base_size < 1:
-        raise UserError("ATTACK.protocol center resizes the short side to TEST.base_size (e.g. 512) before the "
-                        "centre crop of TEST.crop_size: set TEST.base_size")

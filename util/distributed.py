@@ -85,3 +85,11 @@ def all_gather_objects(obj: Any, env: DistEnv) -> list[Any]:
 def cleanup(env: DistEnv) -> None:
     if env.distributed and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def single_process(device: torch.device | None = None) -> DistEnv:
+    """A world of one on `device` (default: the first GPU when there is one, else the CPU), without a process group
+    (studies and benchmarks that run in one process)."""
+    if device is None:
+        device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    return DistEnv(rank=0, world=1, local_rank=0, device=device)

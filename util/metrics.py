@@ -27,18 +27,32 @@ def scores(cm: torch.Tensor) -> dict:
     return scores_from_counts(cm.diag(), cm.sum(1), cm.sum(0))
 
 
+def class_iou(tp: torch.Tensor, gt: torch.Tensor, predicted: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-class IoU (..., K) from counts (..., K) of true positives, label and predicted pixels (0 where a class
+    occurs nowhere), and whether each class occurs (in the labels or the predictions)."""
+    union = gt + predicted - tp
+    occurs = union > 0
+    return torch.where(occurs, tp / union.clamp(min=1), torch.zeros_like(tp)), occurs
+
+
+def miou_from_counts(tp: torch.Tensor, gt: torch.Tensor, predicted: torch.Tensor) -> torch.Tensor:
+    """The mIoU rule for (..., K) counts: mean IoU over the classes that occur; NaN where none does."""
+    tp, gt, predicted = tp.double(), gt.double(), predicted.double()
+    iou, occurs = class_iou(tp, gt, predicted)
+    count = occurs.sum(-1)
+    return torch.where(count > 0, iou.sum(-1) / count.clamp(min=1), torch.full_like(iou.sum(-1), float("nan")))
+
+
 def scores_from_counts(tp: torch.Tensor, gt: torch.Tensor, predicted: torch.Tensor) -> dict:
     """scores() from per-class (K,) counts: true positives, label pixels, predicted pixels."""
     tp, gt, predicted = tp.double(), gt.double(), predicted.double()
-    union = gt + predicted - tp
-    occurs = union > 0
-    iou = torch.where(occurs, tp / union.clamp(min=1), torch.full_like(tp, float("nan")))
+    iou, occurs = class_iou(tp, gt, predicted)
     total = gt.sum()
     return {
-        "mIoU": float(iou[occurs].mean()) if occurs.any() else float("nan"),
+        "mIoU": float(miou_from_counts(tp, gt, predicted)),
         "mAcc": float((tp[gt > 0] / gt[gt > 0]).mean()) if (gt > 0).any() else float("nan"),
         "aAcc": float(tp.sum() / total) if total > 0 else float("nan"),
-        "per_class_iou": [None if math.isnan(v) else float(v) for v in iou.tolist()],
+        "per_class_iou": [float(v) if o else None for v, o in zip(iou.tolist(), occurs.tolist())],
     }
 
 
@@ -50,7 +64,7 @@ class SegMetric:
         self.cm = torch.zeros(num_classes, num_classes, dtype=torch.int64)
         self.per_image: dict[int, float] = {}  # dataset index -> mean IoU of that image
         # dataset index -> (3,K) int64: true positives, label and prediction counts per class of that image,
-        # all a dataset-level worst case over attacks needs (attack/worst_case.py)
+        # all a dataset-level worst case over attacks needs (engine/worst_case.py)
         self.per_image_counts: dict[int, torch.Tensor] = {}
 
     def update(self, pred: torch.Tensor, label: torch.Tensor, index: int) -> torch.Tensor:
@@ -60,11 +74,6 @@ class SegMetric:
         self.per_image[int(index)] = scores(cm)["mIoU"]
         self.per_image_counts[int(index)] = torch.stack([cm.diag(), cm.sum(1), cm.sum(0)])
         return cm
-
-    def merge(self, other: "SegMetric") -> None:
-        self.cm += other.cm
-        self.per_image.update(other.per_image)
-        self.per_image_counts.update(other.per_image_counts)
 
     def summary(self) -> dict:
         """scores() of the dataset plus "per_image_miou" ordered by dataset index."""

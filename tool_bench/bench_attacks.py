@@ -1,6 +1,6 @@
 """What does one attack step cost? Time and peak memory of one step of each attack, relative to one forward+backward.
 
-    python tool_test/bench_attacks.py [--device auto|cpu|cuda] [--repeats 3] [--attacks pgd,rppgd++,...]
+    python tool_bench/bench_attacks.py [--device auto|cpu|cuda] [--repeats 3] [--attacks pgd,rppgd++,...]
                                       [--size 257] [--batch 2] [--threads N] [--out PATH]
                                       [--config PATH] [SECTION.key value ...]
 
@@ -12,8 +12,9 @@ batch (N,3,size,size) in [0,1] with random labels, about 10% of them ignore_inde
 The reference is one forward+backward: the model in eval mode, the mean cross-entropy over valid pixels, and
 torch.autograd.grad of it w.r.t. the input, the pass an attack step makes. Each attack is built with steps=1
 (FGSM always makes one step) and seed 0, and one full `atk(images, labels)` call is measured. An APGD call
-with steps=1 makes two passes (its start point and one step): the table lists the passes of each call and
-also divides by them. SEA is left out: it is a sequence of APGD runs, costed by the apgd-* rows.
+with steps=1 makes two passes (its start point and one step): the table lists the forward and backward passes of
+each call, counted with module hooks (engine.passes.PassCounter) during the first call, and also divides by the
+forward passes. SEA is left out: it is a sequence of APGD runs, costed by the apgd-* rows.
 
 Peak memory is measured first, in separate calls that also warm every entry up; then `repeats` timing rounds
 each time every entry once (interleaved, so that a slow spell of a shared machine hits all entries alike);
@@ -23,10 +24,9 @@ the table shows medians (time.perf_counter; on CUDA with synchronisation). Peak 
   after the run minus VmRSS just before it. PyTorch's CPU allocations are invisible to tracemalloc.
 - CUDA: torch.cuda.max_memory_allocated after the run minus torch.cuda.memory_allocated before it, with the
   peak statistics reset just before.
-Run time with the defaults: 4 rounds (1 memory, 3 timing) of 18 forward+backward passes, about 7 minutes on
-a quiet 2-core CPU (one R50 pass takes 2.7 s there). Timings of a shared machine are noisy (about +-10% between
-entries that run the same code): compare entries within one run, or use --threads 1 and a short --attacks list
-(e.g. pgd,rppgd++:described) with more --repeats for a tighter ratio.
+Run time with the defaults: about 8 minutes on a quiet 2-core CPU (one R50 pass takes 2.7 s there). Timings are
+noisy (about +-10% between entries that run the same code): compare entries within one run, or use a short
+--attacks list (e.g. pgd,rppgd++:described) with more --repeats for a tighter ratio.
 
 The output is a markdown table on stdout (--out PATH also writes it to PATH and a JSON to PATH with the
 suffix .json), and the two targets for RP-PGD++ (described): step time <= 1.15 x PGD's and peak memory
@@ -35,9 +35,6 @@ suffix .json), and the two targets for RP-PGD++ (described): step time <= 1.15 x
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
-import gc
 import json
 import statistics
 import sys
@@ -52,9 +49,11 @@ import torch
 import torch.nn.functional as F
 
 from attack import attack_parameters, build_attack
+from engine.passes import PassCounter
 from model import build_model
 from util.config import load_config
 from util.errors import UserError, run_cli
+from util.peak_memory import MIB, CudaPeak, RssPeak
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = ROOT / "config" / "demo" / "demo_pspnet18.yaml"
@@ -64,94 +63,19 @@ RP_ATTACKS = ("rppgd", "rppgd++")
 RP_VARIANTS = ("described", "release")
 TIME_TARGET, MEMORY_TARGET = 1.15, 1.2  # rppgd++ (described) relative to pgd
 REFERENCE = "fwd+bwd"
-MIB = 1024 * 1024
 
 
 @dataclass
 class Entry:
-    """One measured thing: a callable that makes `passes` forward+backward passes."""
+    """One measured thing: a callable, and the forward and backward passes through the model one call makes
+    (counted with hooks by count_passes)."""
     name: str
     run: Callable[[], object]
-    passes: int
     params: dict = field(default_factory=dict)
+    passes: int = 0                                       # forward passes of one call
+    backward: int = 0                                     # backward passes of one call
     times: list[float] = field(default_factory=list)     # seconds, one per repeat
     memory: list[float] = field(default_factory=list)    # bytes of peak extra memory, one per memory repeat
-
-
-# ---- peak memory ---------------------------------------------------------------------------------------------
-class RssPeak:
-    """Peak extra resident memory of a call on Linux: reset VmHWM via /proc/self/clear_refs, read it after."""
-
-    method = ("peak RSS: glibc malloc_trim, then '5' > /proc/self/clear_refs (resets VmHWM), run, "
-              "VmHWM after - VmRSS before")
-
-    def __init__(self) -> None:
-        try:
-            self._reset()
-            self._read("VmHWM")
-        except OSError as exc:
-            raise UserError(f"peak memory on the CPU needs Linux's /proc/self/clear_refs and /proc/self/status "
-                            f"(kernel >= 4.0): {exc}") from exc
-        libc_name = ctypes.util.find_library("c")
-        libc = ctypes.CDLL(libc_name) if libc_name else None
-        self._trim = getattr(libc, "malloc_trim", None)
-        if self._trim is None:
-            self.method = self.method.replace("glibc malloc_trim, then ", "") + " (no malloc_trim: freed heap " \
-                "memory kept by the allocator can hide part of the peak)"
-
-    @staticmethod
-    def _reset() -> None:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-
-    @staticmethod
-    def _read(key: str) -> int:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) * 1024  # kB
-        raise OSError(f"/proc/self/status has no {key} line")
-
-    def measure(self, fn: Callable[[], object]) -> float:
-        """Bytes by which the resident set grew at its peak while fn() ran."""
-        gc.collect()
-        if self._trim is not None:
-            self._trim(0)  # give freed heap pages back, so that reusing them shows in the peak
-        before = self._read("VmRSS")
-        self._reset()
-        result = fn()
-        peak = self._read("VmHWM")
-        del result
-        return float(peak - before)
-
-    def self_check(self) -> str:
-        """Measure a freshly filled 64 MiB tensor; the method works when it reads about 64 MiB."""
-        got = self.measure(lambda: torch.ones(16 * MIB, dtype=torch.float32).sum())
-        status = "ok" if 60 * MIB <= got <= 80 * MIB else "UNRELIABLE"
-        return f"self-check: a 64 MiB tensor measured {got / MIB:.1f} MiB ({status})"
-
-
-class CudaPeak:
-    method = "CUDA allocator: reset_peak_memory_stats, max_memory_allocated after - memory_allocated before"
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-
-    def measure(self, fn: Callable[[], object]) -> float:
-        gc.collect()
-        torch.cuda.synchronize(self.device)
-        before = torch.cuda.memory_allocated(self.device)
-        torch.cuda.reset_peak_memory_stats(self.device)
-        result = fn()
-        torch.cuda.synchronize(self.device)
-        peak = torch.cuda.max_memory_allocated(self.device)
-        del result
-        return float(peak - before)
-
-    def self_check(self) -> str:
-        got = self.measure(lambda: torch.ones(16 * MIB, dtype=torch.float32, device=self.device).sum())
-        status = "ok" if 63 * MIB <= got <= 66 * MIB else "UNRELIABLE"
-        return f"self-check: a 64 MiB tensor measured {got / MIB:.1f} MiB ({status})"
 
 
 # ---- what is measured ----------------------------------------------------------------------------------------
@@ -194,22 +118,33 @@ def parse_attacks(text: str) -> list[tuple[str, str | None]]:
 
 
 def make_entry(name: str, variant: str | None, model: torch.nn.Module, images: torch.Tensor,
-               labels: torch.Tensor, num_classes: int, ignore_index: int) -> Entry:
+               labels: torch.Tensor, cfg) -> Entry:
     """Build attack `name` for one step and wrap one full call of it."""
     allowed = attack_parameters(name)
-    params: dict = {"ignore_index": ignore_index}
+    params: dict = {"ignore_index": cfg.DATA.ignore_index}
     if "steps" in allowed:
         params["steps"] = 1
     if "seed" in allowed:
         params["seed"] = 0
     if variant is not None:
         params["variant"] = variant
+    if variant == "release":  # its random start works in normalised space
+        params.update(mean=list(cfg.DATA.mean), std=list(cfg.DATA.std))
     if name == "apgd-mce-bal":
-        params["class_counts"] = [1.0] * num_classes  # uniform: the weights do not change the cost
+        params["class_counts"] = [1.0] * cfg.DATA.classes  # uniform: the weights do not change the cost
     atk = build_attack(name, model, **params)
-    passes = 2 if name.startswith("apgd-") else 1  # APGD judges its start point and then each step
     label = f"{name} ({variant})" if variant else name
-    return Entry(label, lambda: atk(images, labels), passes, params)
+    return Entry(label, lambda: atk(images, labels), params)
+
+
+def count_passes(entries: list[Entry], model: torch.nn.Module) -> None:
+    """Fill each entry's forward and backward passes from one call under module hooks."""
+    for e in entries:
+        with PassCounter(model) as counter:
+            e.run()
+        e.passes, e.backward = counter.forward, counter.backward
+        if e.passes < 1:
+            raise RuntimeError(f"{e.name}: no forward pass through the model was counted")
 
 
 # ---- measurement ---------------------------------------------------------------------------------------------
@@ -250,7 +185,8 @@ def summarise(entries: list[Entry]) -> list[dict]:
     rows = []
     for e in entries:
         t, m = statistics.median(e.times), statistics.median(e.memory)
-        rows.append({"name": e.name, "passes": e.passes, "time_s": t, "time_ratio": t / t_ref,
+        rows.append({"name": e.name, "passes": e.passes, "backward_passes": e.backward, "time_s": t,
+                     "time_ratio": t / t_ref,
                      "time_ratio_per_pass": t / t_ref / e.passes, "peak_bytes": m,
                      "memory_ratio": m / m_ref if m_ref > 0 else float("nan"),
                      "times_s": e.times, "peaks_bytes": e.memory, "params": e.params})
@@ -258,10 +194,11 @@ def summarise(entries: list[Entry]) -> list[dict]:
 
 
 def table(rows: list[dict]) -> list[str]:
-    lines = ["| attack | passes | time / fwd+bwd | time / fwd+bwd per pass | peak memory / fwd+bwd's | ms | MiB |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| attack | passes (fwd / bwd) | time / fwd+bwd | time / fwd+bwd per pass | peak memory / fwd+bwd's | "
+             "ms | MiB |", "|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['name']} | {r['passes']} | {r['time_ratio']:.2f} | {r['time_ratio_per_pass']:.2f} | "
+        lines.append(f"| {r['name']} | {r['passes']} / {r['backward_passes']} | {r['time_ratio']:.2f} | "
+                     f"{r['time_ratio_per_pass']:.2f} | "
                      f"{r['memory_ratio']:.2f} | {r['time_s'] * 1000:.0f} | {r['peak_bytes'] / MIB:.0f} |")
     return lines
 
@@ -336,8 +273,9 @@ def main() -> None:
     labels = labels.to(device)
 
     peak = CudaPeak(device) if device.type == "cuda" else RssPeak()
-    entries = [Entry(REFERENCE, reference_pass(model, images, labels, ignore), 1)]
-    entries += [make_entry(n, v, model, images, labels, k, ignore) for n, v in chosen]
+    entries = [Entry(REFERENCE, reference_pass(model, images, labels, ignore))]
+    entries += [make_entry(n, v, model, images, labels, cfg) for n, v in chosen]
+    count_passes(entries, model)
 
     m = cfg.MODEL
     head = m.head_channels or (512 if m.arch == "pspnet" else 256)
@@ -364,7 +302,8 @@ def main() -> None:
              header, f"model: {model_desc}", f"peak memory: {peak.method}; {check}",
              "one step: each attack built with steps=1 and seed 0, one full atk(images, labels) call; "
              "fwd+bwd: eval forward + autograd.grad of the mean CE w.r.t. the input",
-             "passes: forward+backward passes in one call (APGD with steps=1 judges its start point and one step); "
+             "passes: forward / backward passes through the model in one call, counted with module hooks (APGD with "
+             "steps=1 judges its start point and one step); "
              "SEA left out (it is a sequence of APGD runs)", ""]
     lines += table(rows) + [""] + target_lines
     text = "\n".join(lines)

@@ -8,15 +8,16 @@ images to another attack, each time the switch that lowers the dataset mIoU most
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
+from util.metrics import SegMetric, miou_from_counts, scores_from_counts
 
-def miou_from_counts(tp: torch.Tensor, gt: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
-    """mIoU over the classes that occur (in labels or predictions), for (..., K) counts."""
-    union = gt + pred - tp
-    occurs = union > 0
-    iou = torch.where(occurs, tp / union.clamp(min=1), torch.zeros_like(tp))
-    return iou.sum(-1) / occurs.sum(-1).clamp(min=1)
+
+def dataset_miou(tp: torch.Tensor, gt: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
+    """util.metrics' mIoU rule, 0 instead of NaN for a dataset without any valid pixel (so choices compare)."""
+    return miou_from_counts(tp, gt, pred).nan_to_num(0.0)
 
 
 def worst_case_choice(counts: torch.Tensor) -> tuple[list[int], float]:
@@ -37,13 +38,13 @@ def worst_case_choice(counts: torch.Tensor) -> tuple[list[int], float]:
 
     acc = tp.sum(2) / gt.sum(2).clamp(min=1)  # (A,N) pixel accuracy
     candidates = [acc.argmin(0)] + [torch.full((n,), a, dtype=torch.long) for a in range(a_count)]
-    scores = [float(miou_from_counts(*totals(ch))) for ch in candidates]
+    scores = [float(dataset_miou(*totals(ch))) for ch in candidates]
     best = min(range(len(candidates)), key=lambda j: (scores[j], j))  # SEA's start wins ties
     choice, current = candidates[best].clone(), scores[best]
     t, g, p = totals(choice)
     for _ in range(a_count * n):
         # dataset counts after switching image i to attack a, for every (a, i) at once: (A,N,K)
-        new = miou_from_counts(t + tp - tp[choice, images], g + gt - gt[choice, images],
+        new = dataset_miou(t + tp - tp[choice, images], g + gt - gt[choice, images],
                                p + pred - pred[choice, images])
         flat = int(new.argmin())
         a, i = divmod(flat, n)
@@ -51,7 +52,7 @@ def worst_case_choice(counts: torch.Tensor) -> tuple[list[int], float]:
             break
         choice[i] = a
         t, g, p = totals(choice)
-        current = float(miou_from_counts(t, g, p))
+        current = float(dataset_miou(t, g, p))
     return choice.tolist(), current
 
 
@@ -61,3 +62,26 @@ def worst_case_miou(confusions: torch.Tensor) -> tuple[list[int], float]:
     if cm.dim() != 4 or cm.shape[2] != cm.shape[3]:
         raise ValueError(f"confusions must have shape (A,N,K,K); got {tuple(cm.shape)}")
     return worst_case_choice(torch.stack([cm.diagonal(dim1=2, dim2=3), cm.sum(3), cm.sum(2)], dim=2))
+
+
+def worst_case_summary(metrics: dict[str, SegMetric]) -> dict | None:
+    """The worst case over attacks evaluated on the same images, for metrics.json (None without attacks).
+
+    "per_image_miou": per image the lowest mean IoU of any attack (never above any attack's own per-image score);
+    "mIoU", "mAcc", "aAcc", "per_class_iou": the dataset scores when each image takes the attack of the greedy
+    dataset-level choice ("per_image_attack"), which is at most every single attack's mIoU.
+    """
+    if not metrics:
+        return None
+    keys = list(metrics)
+    indices = sorted(metrics[keys[0]].per_image_counts)
+    counts = torch.stack([torch.stack([metrics[k].per_image_counts[i] for i in indices]) for k in keys])
+    choice, _ = worst_case_choice(counts)  # counts (A,N,3,K) -> an attack index per image
+    chosen = counts[torch.tensor(choice, dtype=torch.long), torch.arange(len(indices))].sum(0)  # (3,K)
+    per_image = []
+    for i in indices:
+        values = [v for v in (metrics[k].per_image[i] for k in keys) if not math.isnan(v)]
+        per_image.append(min(values) if values else None)  # None: every pixel of the image is ignored
+    return {"attacks": keys, **scores_from_counts(*chosen), "per_image_miou": per_image,
+            "per_image_attack": [keys[a] for a in choice],
+            "images_per_attack": {k: choice.count(a) for a, k in enumerate(keys)}, "images": len(indices)}

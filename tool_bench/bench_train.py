@@ -1,9 +1,10 @@
 """Training throughput: images per second of clean and adversarial training steps on random tensors.
 
-    python tool_train/bench_train.py --config config/voc2012/voc2012_pspnet50_sat.yaml --iters 200 [--batch 16]
+    python tool_bench/bench_train.py --config config/voc2012/voc2012_pspnet50_sat.yaml --iters 200 [--batch 16]
 
 Builds the config's model (MODEL.pretrained is not needed: the weights do not change the cost), feeds random
-images and labels of TRAIN.crop_size, and times train.py's own step (train_step) without and with the
+images and labels of TRAIN.crop_size, and times the training step of train.py (engine.training.train_step)
+without and with the
 ADV_TRAIN attack, alternating blocks of the two so that both see the same machine state. Prints the median
 images per second of each and their ratio, and writes them as JSON with --out. One process; on a GPU the
 clock waits for the device (torch.cuda.synchronize) at the end of every step.
@@ -18,12 +19,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch
-from train import build_optimizer, train_step
 
-from attack.robust import attack_from_config
+from engine.attacks import attack_spec, build_from_spec
+from engine.training import build_optimizer, build_scheduler, train_step
 from model import build_model
 from util.config import load_config
 from util.errors import run_cli
@@ -45,8 +45,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(cfg.EXP.seed)
     model = build_model(cfg).to(device).train()
     optimizer = build_optimizer(model, cfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: 1.0)
-    attack = attack_from_config(cfg.ADV_TRAIN.attack, cfg.ADV_TRAIN.params, model, "ADV_TRAIN.params", cfg)
+    scheduler = build_scheduler(optimizer, cfg, max_iter=2 * (args.warmup + args.iters))
+    attack = build_from_spec(attack_spec(cfg.ADV_TRAIN.attack, "ADV_TRAIN.attack"), model, cfg)
     batch = args.batch or cfg.TRAIN.batch_size
     h, w = cfg.TRAIN.crop_size
     images = torch.rand(batch, 3, h, w, device=device)
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def step(atk) -> float:
         start = time.perf_counter()
-        train_step(model, atk, images, labels, optimizer, scheduler, cfg)
+        train_step(model, images, labels, optimizer, scheduler, cfg, atk)
         if device.type == "cuda":
             torch.cuda.synchronize()
         return time.perf_counter() - start

@@ -1,10 +1,12 @@
 """Is the data loader fast enough? Time loading batches against training steps on the same batches.
 
-    python tool_test/bench_data.py --config config/demo/demo_pspnet18.yaml [--batches 20] [SECTION.key value ...]
+    python tool_bench/bench_data.py --config config/demo/demo_pspnet18.yaml [--batches 20] [SECTION.key value ...]
 
 Prints the median seconds per batch of (a) the training loader alone, with DATA.workers workers, and
-(b) one training step (forward + backward + SGD) of the config's model, run one after the other in this
-process, and their ratio. A ratio well below 1 means the model, not the data, is the bottleneck.
+(b) the training step of tool_train/train.py (engine.training.train_step: forward, CE + aux CE, backward, SGD
+with the config's optimizer and poly schedule; adversarial when ADV_TRAIN.method is at) on the same batches,
+run one after the other in this process, and their ratio. A ratio well below 1 means the model, not the data,
+is the bottleneck.
 """
 from __future__ import annotations
 
@@ -18,21 +20,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
+from engine.attacks import attack_spec, build_from_spec
+from engine.training import build_optimizer, build_scheduler, train_step
 from model import build_model
 from util.config import load_config
 from util.dataset import build_dataset, make_loader
 from util.demo_data import ensure_demo_data
-from util.errors import run_cli
+from util.errors import UserError, run_cli
 from util.logger import make_logger
-from util.loss import segmentation_loss
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True)
     parser.add_argument("--batches", type=int, default=20)
     parser.add_argument("overrides", nargs=argparse.REMAINDER)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.batches < 2:
+        raise UserError(f"--batches must be >= 2 (the first batch is left out of the medians); got {args.batches}")
     cfg = load_config(args.config, args.overrides)
     ensure_demo_data(cfg, make_logger("bench", None))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -49,27 +54,27 @@ def main() -> None:
             break
         start = time.perf_counter()
 
+    torch.manual_seed(cfg.EXP.seed)
     model = build_model(cfg).to(device).train()
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, cfg, max_iter=len(batches))
+    attack = None
+    if cfg.ADV_TRAIN.method == "at":
+        attack = build_from_spec(attack_spec(cfg.ADV_TRAIN.attack, "ADV_TRAIN.attack"), model, cfg)
     step_times = []
     for images, labels in batches:
         images, labels = images.to(device), labels.to(device)
         start = time.perf_counter()
-        out = model(images, return_dict=True)
-        ignore = cfg.DATA.ignore_index
-        loss = segmentation_loss(out["out"], labels, ignore) + \
-            cfg.TRAIN.aux_weight * segmentation_loss(out["aux"], labels, ignore)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        train_step(model, images, labels, optimizer, scheduler, cfg, attack)
         if device.type == "cuda":
             torch.cuda.synchronize()
         step_times.append(time.perf_counter() - start)
 
     # The first loader batch includes worker start-up and the first step the allocator's warm-up: skip both.
     load, step = statistics.median(load_times[1:]), statistics.median(step_times[1:])
+    kind = f"AT ({attack.name})" if attack is not None else "clean"
     print(f"batch {cfg.TRAIN.batch_size} x {tuple(cfg.TRAIN.crop_size)}, {cfg.DATA.workers} worker(s), "
-          f"{len(batches)} batches on {device.type}")
+          f"{len(batches)} batches on {device.type}, {kind} training step")
     print(f"loader  {load * 1000:8.1f} ms/batch (median)")
     print(f"train   {step * 1000:8.1f} ms/batch (median)")
     print(f"ratio loader/train = {load / step:.3f}")

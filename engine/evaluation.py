@@ -1,0 +1,58 @@
+"""The one evaluation loop: a protocol's predictions over every process's shard of a loader, one metric.
+
+Clean validation during training, clean testing, robust validation and robust testing all run
+`evaluate(protocol, loader, env, num_classes, attack=...)`, so clean and attacked figures come from one route.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import torch
+from tqdm import tqdm
+
+from attack import Attack
+from engine.protocols import OnIterate, Protocol
+from util.distributed import DistEnv, all_gather_objects, all_reduce_sum
+from util.metrics import SegMetric
+
+
+def same_size_groups(images: list[torch.Tensor], labels: list[torch.Tensor], indices: list[int]
+                     ) -> Iterator[tuple[torch.Tensor, torch.Tensor, list[int]]]:
+    """Split an evaluation batch into stacks of equally sized images: (N,3,H,W), labels (N,H,W), indices."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, image in enumerate(images):
+        groups.setdefault(tuple(image.shape), []).append(i)
+    for members in groups.values():
+        yield (torch.stack([images[i] for i in members]), torch.stack([labels[i] for i in members]),
+               [indices[i] for i in members])
+
+
+def evaluate(protocol: Protocol, loader, env: DistEnv, num_classes: int, attack: Attack | None = None,
+             desc: str = "eval", on_prediction: Callable[[int, torch.Tensor], None] | None = None,
+             on_iterate: OnIterate | None = None) -> SegMetric:
+    """Metrics of the protocol's model, clean or under `attack` (built with protocol.build_attack), over every
+    process's shard of `loader`, merged on all processes.
+
+    on_prediction(index, pred (h,w) long) is called for each image of this process (e.g. to save pictures);
+    on_iterate is passed to protocol.predict (convergence curves).
+    """
+    model = protocol.model
+    was_training = model.training
+    model.eval()
+    metric = SegMetric(num_classes, protocol.ignore_index)
+    try:
+        for images, labels, indices in tqdm(loader, desc=desc, disable=not env.is_main, leave=False):
+            for x, y, idx in same_size_groups(images, labels, indices):
+                logits, y = protocol.predict(x.to(env.device), y.to(env.device), idx, attack, on_iterate)
+                pred = logits.detach().argmax(1).cpu()
+                for p, yi, i in zip(pred, y.cpu(), idx):
+                    metric.update(p, yi, i)
+                    if on_prediction is not None:
+                        on_prediction(i, p)
+    finally:
+        model.train(was_training)
+    metric.cm = all_reduce_sum(metric.cm.to(env.device), env).cpu()  # nccl reduces GPU tensors only
+    for part in all_gather_objects((metric.per_image, metric.per_image_counts), env):
+        metric.per_image.update(part[0])
+        metric.per_image_counts.update(part[1])
+    return metric

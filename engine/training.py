@@ -1,0 +1,76 @@
+"""The training step (METHOD.md §6) and what it needs: optimizer, scheduler, per-epoch seeding and, for
+adversarial training, the mixed batch. tool_train/train.py and the benchmarks run this one step."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from attack import Attack
+from util.loss import segmentation_loss
+
+
+def seed_epoch(seed: int, epoch: int, rank: int) -> None:
+    """Seed torch (dropout, random ops, random starts) from (seed, epoch, rank), so a resumed epoch repeats."""
+    torch.manual_seed(int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0]))
+
+
+def build_optimizer(model: nn.Module, cfg) -> torch.optim.SGD:
+    """SGD with the base lr on the backbone and head_lr_mult x base lr on the heads (model.head_parameters())."""
+    t = cfg.TRAIN
+    head = model.head_parameters()
+    head_ids = {id(p) for p in head}
+    backbone = [p for p in model.parameters() if id(p) not in head_ids]
+    return torch.optim.SGD(
+        [{"params": backbone, "lr": t.base_lr}, {"params": head, "lr": t.base_lr * t.head_lr_mult}],
+        lr=t.base_lr, momentum=t.momentum, weight_decay=t.weight_decay,
+    )
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg, max_iter: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Poly decay per iteration: lr x (1 - it / max_iter) ** TRAIN.power."""
+    power = cfg.TRAIN.power
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: max(1 - it / max_iter, 0.0) ** power)
+
+
+def adversarial_count(batch: int, ratio: float) -> int:
+    """How many images of a per-process batch are replaced: ratio x batch rounded half up, at least one."""
+    return min(batch, max(1, math.floor(ratio * batch + 0.5)))
+
+
+def adversarial_batch(attack: Attack, images: torch.Tensor, labels: torch.Tensor, ratio: float
+                      ) -> tuple[torch.Tensor, int]:
+    """The training batch with its first adversarial_count(N, ratio) images replaced by adversarial versions.
+
+    Only those images are attacked (the release attacked the whole batch and threw half away); the attack runs
+    in eval mode (BN running statistics and dropout untouched) and restores every module's mode. Returns the
+    batch (N,3,H,W) and the number of adversarial images at its front.
+    """
+    n_adv = adversarial_count(len(images), ratio)
+    adv = attack(images[:n_adv], labels[:n_adv])
+    return torch.cat([adv, images[n_adv:]]), n_adv
+
+
+def train_step(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, optimizer: torch.optim.Optimizer,
+               scheduler, cfg, attack: Attack | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """One optimisation step on a batch (N,3,H,W): CE(main) + TRAIN.aux_weight x CE(aux), adversarial when
+    `attack` is given (built on the unwrapped model; ADV_TRAIN.adv_ratio of the batch is replaced).
+
+    Returns the main logits (detached), the main and auxiliary losses (detached) and the number of adversarial
+    images at the front of the batch.
+    """
+    n_adv = 0
+    if attack is not None:
+        images, n_adv = adversarial_batch(attack, images, labels, cfg.ADV_TRAIN.adv_ratio)
+    out = net(images, return_dict=True)
+    main_loss = segmentation_loss(out["out"], labels, cfg.DATA.ignore_index)
+    aux_loss = segmentation_loss(out["aux"], labels, cfg.DATA.ignore_index)
+    loss = main_loss + cfg.TRAIN.aux_weight * aux_loss
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    return out["out"].detach(), main_loss.detach(), aux_loss.detach(), n_adv
