@@ -177,7 +177,7 @@ class Attack:
     def run(self, images: torch.Tensor, labels: torch.Tensor, trace: bool = True,
             on_iterate: Callable[[int, torch.Tensor], None] | None = None,
             seeds: Sequence[int] | None = None) -> AttackResult:
-        """Attack and return the adversarial images with the per-step trace (and RP-PGD's region map).
+        """Attack and return the adversarial images with the per-step trace and the attack's extras.
 
         on_iterate(step, logits) is called with the detached logits of every judged iterate x_0 .. x_T (for
         convergence curves); judging the last iterate costs one extra forward pass. seeds: see __call__.

@@ -140,8 +140,6 @@ class Inference(nn.Module):
     def __init__(self, model: nn.Module, **settings) -> None:
         super().__init__()
         self.model, self.settings = model, settings
-        if hasattr(model, "normalize"):  # the release RP-PGD start reads the model's mean/std
-            self.normalize = model.normalize
 
     def forward(self, x: torch.Tensor, return_dict: bool = False) -> torch.Tensor | dict:
         return infer(self.model, x, return_dict=return_dict, **self.settings)
