@@ -1,15 +1,19 @@
-"""APGD (Croce & Hein, ICML 2020) for segmentation with the losses of SEA (Croce et al., ECCV 2024), METHOD.md §5.
+"""APGD (Croce & Hein, ICML 2020) for segmentation with the losses of SEA (Croce et al., ECCV 2024), METHOD.md §5,
+step for step as the SEA authors' code runs it (`semseg/attacker.py`, `apgd_train`).
 
-L-inf only. The step size starts at 2*eps per image; each update is a signed step followed by momentum 0.75
-(x_{k+1} = P(x_k + 0.75 (z - x_k) + 0.25 (x_k - x_{k-1})), z = P(x_k + eta sign(grad))). At the checkpoints
-(`apgd_checkpoints`) an image's step size is halved and its iterate reset to its highest-loss point when fewer
-than 75% of the steps since the last checkpoint raised its loss, or when neither its step size nor its best
-loss changed since the last checkpoint (not tested at the first checkpoint, as in AutoAttack). The result is
-each image's iterate with the lowest pixel accuracy.
+L-inf only. The step size starts at 2*radius per image; each update is a signed step followed by momentum 0.75
+(x_{k+1} = P(x_k + 0.75 (z - x_k) + 0.25 (x_k - x_{k-1})), z = P(x_k + eta sign(grad)); the first step is plain).
+The gradient comes from the attack's loss; a separate *tracked* loss (`track_loss`, default plain CE averaged over
+valid pixels, as SEA runs it) decides everything else. At the checkpoints (`apgd_checkpoints`: integer windows) an
+image's step size is halved and its iterate reset to its highest-tracked-loss point when at most 75% of the steps
+of the window raised the tracked loss, or when neither its step size nor its best tracked loss changed since the
+last checkpoint (not tested at the first). The reset keeps the momentum (x_{k-1} stays the iterate before the
+last step). Like the reference, the first window counts its first step as a rise when the tracked loss is
+positive (its history starts at 0). The result is each image's lowest-pixel-accuracy iterate, ties going to the
+later one; ignored pixels count at no iterate (the reference counts them wrong at the start and right later).
 """
 from __future__ import annotations
 
-import math
 from typing import Callable, Sequence
 
 import torch
@@ -20,30 +24,28 @@ from attack.losses import ce_map, class_weights_from_counts, js_map, masked_mean
 
 LOSSES = ("ce", "mce", "mce-bal", "js")
 MOMENTUM = 0.75
-RHO = 0.75  # fraction of steps that must raise the loss between checkpoints
-
-
-def checkpoint_fractions() -> list[float]:
-    """p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06), up to 1."""
-    p = [0.0, 0.22]
-    while p[-1] + max(p[-1] - p[-2] - 0.03, 0.06) <= 1.0:
-        p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
-    return p
+RHO = 0.75  # a window halves the step unless more than this fraction of its steps raised the tracked loss
 
 
 def apgd_checkpoints(steps: int) -> list[int]:
-    """The iterations ceil(p_j * steps), j >= 1, after which the step-size rule is checked."""
-    return sorted({min(steps, math.ceil(round(p * steps, 9))) for p in checkpoint_fractions()[1:]} - {0})
+    """The iterations after which the step-size rule is checked, as AutoAttack's code counts them: a first window
+    of max(int(0.22 N), 1) steps, each next one shorter by max(int(0.03 N), 1) but at least max(int(0.06 N), 1)."""
+    window, shrink, shortest = max(int(0.22 * steps), 1), max(int(0.03 * steps), 1), max(int(0.06 * steps), 1)
+    marks = []
+    while (marks[-1] if marks else 0) + window <= steps:
+        marks.append((marks[-1] if marks else 0) + window)
+        window = max(window - shrink, shortest)
+    return marks
 
 
-def mce_bal_weights(loss: str, class_counts: Sequence[float] | None, class_weights: Sequence[float] | None
-                    ) -> torch.Tensor | None:
-    """MCE-Bal's class weights (K,) from the counts or as given; None for the other losses."""
+def mce_bal_weights(losses: Sequence[str], class_counts: Sequence[float] | None,
+                    class_weights: Sequence[float] | None) -> torch.Tensor | None:
+    """MCE-Bal's class weights (K,) from the counts or as given when one of `losses` is MCE-Bal; else None."""
     if class_counts is not None and class_weights is not None:
         raise ValueError("give class_counts or class_weights, not both")
-    if loss != "mce-bal":
+    if "mce-bal" not in losses:
         if class_counts is not None or class_weights is not None:
-            raise ValueError(f"class_counts and class_weights only apply to loss 'mce-bal', not {loss!r}")
+            raise ValueError(f"class_counts and class_weights only apply to loss 'mce-bal', not {losses[0]!r}")
         return None
     if class_counts is not None:
         return class_weights_from_counts(class_counts)
@@ -53,40 +55,51 @@ def mce_bal_weights(loss: str, class_counts: Sequence[float] | None, class_weigh
                      "util.class_counts) or class_weights")
 
 
+def loss_map(loss: str, logits: torch.Tensor, labels: torch.Tensor, ignore_index: int,
+             weights: torch.Tensor | None) -> torch.Tensor:
+    """The per-pixel map (N,H,W) of one of LOSSES."""
+    if loss == "ce":
+        return ce_map(logits, labels, ignore_index)
+    if loss == "mce":
+        return mce_map(logits, labels, ignore_index)
+    if loss == "mce-bal":
+        return mce_bal_map(logits, labels, ignore_index, weights)
+    return js_map(logits, labels, ignore_index)
+
+
 class APGD(Attack):
-    """APGD with loss `ce`, `mce`, `mce-bal` (needs class_counts or class_weights) or `js`."""
+    """APGD with loss `ce`, `mce`, `mce-bal` (needs class_counts or class_weights) or `js`; `track_loss` (one of the
+    same) decides step-size halving, the best point and the reset."""
 
     name = "apgd"
     fixed_by_name = ("loss",)  # the registry names apgd-ce, apgd-mce, ... fix it
 
     def __init__(self, model: nn.Module, eps: float = 8 / 255, steps: int = 100, loss: str = "ce",
-                 random_start: bool = True, class_counts: Sequence[float] | None = None,
+                 track_loss: str = "ce", random_start: bool = True, class_counts: Sequence[float] | None = None,
                  class_weights: Sequence[float] | None = None, seed: int | None = None, ignore_index: int = 255
                  ) -> None:
         super().__init__(model, eps=eps, alpha=None, steps=steps, random_start=random_start, seed=seed,
                          ignore_index=ignore_index, best=True)
         check_choice("loss", loss, LOSSES)
-        self.loss = loss
-        self.weights = mce_bal_weights(loss, class_counts, class_weights)  # (K,) or None
+        check_choice("track_loss", track_loss, LOSSES)
+        self.loss, self.track_loss = loss, track_loss
+        self.weights = mce_bal_weights((loss, track_loss), class_counts, class_weights)  # (K,) or None
         self.class_counts = None if class_counts is None else torch.as_tensor(class_counts).tolist()
         self.class_weights = None if class_weights is None else torch.as_tensor(class_weights).tolist()
         self.name = f"apgd-{loss}"
 
+    def per_image(self, loss: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Loss `loss` per image (N,): its map averaged over valid pixels."""
+        return masked_mean(loss_map(loss, logits, labels, self.ignore_index, self.weights),
+                           valid_mask(labels, self.ignore_index))
+
     def objective(self, out, labels: torch.Tensor, step: int, state: dict) -> torch.Tensor:
-        logits = self.logits_of(out)
-        if self.loss == "ce":
-            loss = ce_map(logits, labels, self.ignore_index)
-        elif self.loss == "mce":
-            loss = mce_map(logits, labels, self.ignore_index)
-        elif self.loss == "mce-bal":
-            loss = mce_bal_map(logits, labels, self.ignore_index, self.weights)
-        else:
-            loss = js_map(logits, labels, self.ignore_index)
-        return masked_mean(loss, valid_mask(labels, self.ignore_index))
+        return self.per_image(self.loss, self.logits_of(out), labels)
 
     def step_extras(self, state: dict) -> dict:
-        """The mean step size that produced the iterate and the stage (SEA's loss and radius) it belongs to."""
-        return {"step_size": state["step_size"], "stage": state["stage"]}
+        """The mean step size that produced the iterate, the stage (SEA's loss and radius) it belongs to and its
+        tracked loss."""
+        return {"step_size": state["step_size"], "stage": state["stage"], "track_loss": state["track"]}
 
     def _attack(self, x_nat: torch.Tensor, labels: torch.Tensor, records: Recorder,
                 random: Callable[[], RandomSource]) -> AttackResult:
@@ -104,45 +117,51 @@ class APGD(Attack):
         state: dict = {"step_size": eta, "stage": stage}
 
         def judge(k: int, x: torch.Tensor):
-            # the losses ignore the step index; k + 1 makes the label check run on the first pass only
-            loss, grad, logits = self.loss_and_grad(x, labels, k + 1, state)
+            """Attack loss, its gradient (None at the last iterate, which needs none), tracked loss and pixel
+            accuracy of iterate k."""
+            if k < steps:  # the losses ignore the step index; k + 1 makes the label check run on the first pass
+                loss, grad, logits = self.loss_and_grad(x, labels, k + 1, state)
+            else:
+                (loss, logits), grad = self.evaluate(x, labels, k + 1, state), None
+            state["track"] = self.per_image(self.track_loss, logits, labels)
             acc = self.record(records, k, loss, logits, labels, state)
-            return loss, grad, acc
+            return grad, state["track"], acc
 
         x = x0
-        loss, grad, acc = judge(0, x)
+        grad, track, acc = judge(0, x)
         best_x, best_acc = keep_best(x, None, x, acc)
-        best_loss, x_best_loss, grad_best = loss.clone(), x.clone(), grad.clone()
+        best_track, x_best_track, grad_best = track.clone(), x.clone(), grad.clone()
         x_prev = x
-        loss_prev = loss
-        increases = torch.zeros(n, device=x.device)
+        # the reference's loss history starts at 0, so the first step is a rise when its tracked loss is > 0 (with
+        # one step it is compared with itself)
+        track_prev = torch.zeros_like(track)
+        rises = torch.zeros(n, device=x.device)
         last_mark, reduced_last = 0, torch.ones(n, dtype=torch.bool, device=x.device)
-        best_loss_last = best_loss.clone()
+        best_track_last = best_track.clone()
         for k in range(steps):
-            e = eta.view(-1, 1, 1, 1)
-            z = project(x + e * grad.sign(), x_nat, radius, "linf")
+            z = project(x + eta.view(-1, 1, 1, 1) * grad.sign(), x_nat, radius, "linf")
             x_new = z if k == 0 else project(x + MOMENTUM * (z - x) + (1 - MOMENTUM) * (x - x_prev), x_nat, radius,
                                              "linf")
             x_prev, x = x, x_new
-            loss, grad, acc = judge(k + 1, x)
-            best_x, best_acc = keep_best(best_x, best_acc, x, acc)
-            increases += (loss > loss_prev).float()
-            loss_prev = loss
-            improved = loss > best_loss
-            best_loss = torch.where(improved, loss, best_loss)
-            x_best_loss = torch.where(improved.view(-1, 1, 1, 1), x, x_best_loss)
+            new_grad, track, acc = judge(k + 1, x)
+            grad = grad if new_grad is None else new_grad
+            best_x, best_acc = keep_best(best_x, best_acc, x, acc, ties="later")
+            rises += (track > (track if steps == 1 else track_prev)).float()
+            track_prev = track
+            improved = track > best_track
+            best_track = torch.where(improved, track, best_track)
+            x_best_track = torch.where(improved.view(-1, 1, 1, 1), x, x_best_track)
             grad_best = torch.where(improved.view(-1, 1, 1, 1), grad, grad_best)
             if k + 1 in marks:
-                oscillating = increases < RHO * (k + 1 - last_mark)
-                stalled = ~reduced_last & (best_loss <= best_loss_last)
+                oscillating = rises <= RHO * (k + 1 - last_mark)
+                stalled = ~reduced_last & (best_track <= best_track_last)
                 reduce = oscillating | stalled
                 eta = torch.where(reduce, eta / 2, eta)
                 state["step_size"] = eta
                 r = reduce.view(-1, 1, 1, 1)
-                x = torch.where(r, x_best_loss, x)
-                x_prev = torch.where(r, x_best_loss, x_prev)
+                x = torch.where(r, x_best_track, x)  # x_prev stays: the momentum is kept
                 grad = torch.where(r, grad_best, grad)
-                reduced_last, best_loss_last = reduce, best_loss.clone()
-                increases.zero_()
+                reduced_last, best_track_last = reduce, best_track.clone()
+                rises.zero_()
                 last_mark = k + 1
         return best_x, best_acc

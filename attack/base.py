@@ -348,10 +348,13 @@ def plain(value: Any) -> Any:
     return [plain(v) for v in value] if isinstance(value, (tuple, list)) else value
 
 
-def keep_best(best_x: torch.Tensor, best_score: torch.Tensor | None, x: torch.Tensor, score: torch.Tensor
-              ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per image, keep x where its score (N,) is strictly lower than the best so far."""
+def keep_best(best_x: torch.Tensor | None, best_score: torch.Tensor | None, x: torch.Tensor, score: torch.Tensor,
+              ties: str = "earlier") -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image, keep x where its score (N,) is lower than the best so far (x itself when there is no best yet,
+    best_score None); on a tie the earlier x stays
+    (ties="earlier") or x replaces it (ties="later", APGD's rule)."""
+    check_choice("ties", ties, ("earlier", "later"))
     if best_score is None:
         return x.clone(), score.clone()
-    better = score < best_score
+    better = score < best_score if ties == "earlier" else score <= best_score
     return torch.where(better.view(-1, 1, 1, 1), x, best_x), torch.where(better, score, best_score)

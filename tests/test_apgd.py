@@ -1,8 +1,6 @@
 """APGD's checkpoints and step-size rule (METHOD.md §5) on models whose maximiser or loss sequence is known."""
 from __future__ import annotations
 
-import math
-from fractions import Fraction
 
 import pytest
 import torch
@@ -10,35 +8,39 @@ import torch.nn.functional as F
 from torch import nn
 
 from attack import APGD
-from attack.apgd import apgd_checkpoints, checkpoint_fractions
+from attack.apgd import apgd_checkpoints
 
 # ---- checkpoints -----------------------------------------------------------------------------------------
 
-def exact_fractions() -> list[Fraction]:
-    """p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06) while <= 1, in exact arithmetic."""
-    p = [Fraction(0), Fraction(22, 100)]
-    while True:
-        nxt = p[-1] + max(p[-1] - p[-2] - Fraction(3, 100), Fraction(6, 100))
-        if nxt > 1:
-            return p
-        p.append(nxt)
+@pytest.mark.parametrize("steps,marks", [
+    # windows of max(int(0.22N),1), each shorter by max(int(0.03N),1), at least max(int(0.06N),1), worked by hand
+    (10, [2, 3, 4, 5, 6, 7, 8, 9, 10]),                # 2, then 1 each (ceil(p_j N) would give 3, 5, 6, ...)
+    (90, [19, 36, 51, 64, 75, 84]),                    # 19, 17, 15, 13, 11, 9; 84 + 7 > 90
+    (100, [22, 41, 57, 70, 80, 87, 93, 99]),           # 22, 19, 16, 13, 10, 7, 6, 6
+    (120, [26, 49, 69, 86, 100, 111, 119]),            # 26, 23, 20, 17, 14, 11, 8
+    (300, [66, 123, 171, 210, 240, 261, 279, 297]),    # 66, 57, 48, 39, 30, 21, 18, 18
+])
+def test_checkpoint_windows(steps, marks):
+    assert apgd_checkpoints(steps) == marks
 
 
-def test_checkpoint_fractions_follow_method():
-    expected = [0, 0.22, 0.41, 0.57, 0.70, 0.80, 0.87, 0.93, 0.99]
-    assert [float(f) for f in exact_fractions()] == pytest.approx(expected, abs=1e-12)
-    assert checkpoint_fractions() == pytest.approx(expected, abs=1e-9)
+def reference_counter(steps: int) -> list[int]:
+    """The reference's own loop: a counter reaching the window length k triggers the check, then k shrinks."""
+    k, shrink, shortest = max(int(0.22 * steps), 1), max(int(0.03 * steps), 1), max(int(0.06 * steps), 1)
+    marks, counter = [], 0
+    for i in range(steps):
+        counter += 1
+        if counter == k:
+            marks.append(i + 1)
+            counter, k = 0, max(k - shrink, shortest)
+    return marks
 
 
-def test_checkpoints_of_100_steps():
-    assert apgd_checkpoints(100) == [22, 41, 57, 70, 80, 87, 93, 99]
-
-
-@pytest.mark.parametrize("steps", list(range(1, 41)) + [50, 99, 100, 101, 300, 1000])
+@pytest.mark.parametrize("steps", list(range(1, 41)) + [50, 99, 101, 300, 1000])
 def test_checkpoints_for_any_step_count(steps):
     marks = apgd_checkpoints(steps)
-    assert marks == sorted(set(marks)) and marks and all(1 <= m <= steps for m in marks)
-    assert marks == sorted({math.ceil(p * steps) for p in exact_fractions()[1:]})
+    assert marks == reference_counter(steps)
+    assert marks and all(1 <= m <= steps for m in marks) and marks == sorted(set(marks))
 
 
 # ---- a model whose maximiser is known --------------------------------------------------------------------
@@ -103,9 +105,9 @@ def test_apgd_step_size_halves_only_after_checkpoints():
 
 
 def reference_apgd(model: nn.Module, x_nat: torch.Tensor, eps: float, steps: int):
-    """APGD for one image written out from METHOD.md §5 / Croce & Hein 2020, CE for label 0 at every pixel.
-    Returns the loss and step size of every iterate."""
-    marks = {math.ceil(p * steps) for p in exact_fractions()[1:]}
+    """APGD for one image written out from METHOD.md §5 and the SEA authors' apgd_train, CE for label 0 at every
+    pixel (attack and tracked loss alike). Returns the loss and step size of every iterate."""
+    marks = set(reference_counter(steps))
 
     def loss_grad(x):
         x = x.clone().requires_grad_(True)
@@ -121,7 +123,8 @@ def reference_apgd(model: nn.Module, x_nat: torch.Tensor, eps: float, steps: int
     loss, g = loss_grad(x)
     losses, etas = [loss], [eta]
     best, x_best, g_best = loss, x, g
-    x_prev, loss_prev, rises, last, reduced_last, best_last = x, loss, 0, 0, True, best
+    # the loss history starts at 0; a reset keeps x_prev (the momentum)
+    x_prev, loss_prev, rises, last, reduced_last, best_last = x, 0.0, 0, 0, True, best
     for k in range(steps):
         z = proj(x + eta * g.sign())
         x_new = z if k == 0 else proj(x + 0.75 * (z - x) + 0.25 * (x - x_prev))
@@ -134,9 +137,9 @@ def reference_apgd(model: nn.Module, x_nat: torch.Tensor, eps: float, steps: int
         if loss > best:
             best, x_best, g_best = loss, x, g
         if k + 1 in marks:
-            reduce = rises < 0.75 * (k + 1 - last) or (not reduced_last and best <= best_last)
+            reduce = rises <= 0.75 * (k + 1 - last) or (not reduced_last and best <= best_last)
             if reduce:
-                eta, x, x_prev, g = eta / 2, x_best, x_best, g_best
+                eta, x, g = eta / 2, x_best, g_best
             reduced_last, best_last, rises, last = reduce, best, 0, k + 1
     return losses, etas
 
@@ -218,10 +221,11 @@ def test_loss_rising_at_every_step_keeps_the_step_size():
 def test_loss_falling_at_every_step_halves_at_every_checkpoint_and_resets_to_the_best_point():
     sizes, inputs = run_script([[-0.1 * k for k in range(101)]])
     assert halvings(sizes) == apgd_checkpoints(100)
-    # the best loss is at the start x_0 = 0.5: after the halving at 22 the next iterate is one momentum-free step
-    # of the new size (eps) from x_0, 0.5 + 0.75 * eps, not a step from the corner where the iterate was
+    # the best loss is at the start x_0 = 0.5: after the halving at 22 the iterate is reset to x_0 but the momentum
+    # is kept (x_prev is still x_21, the corner 0.5 + 2 eps clipped to 0.5 + eps): z = P(x_0 + eps) = 0.5 + eps and
+    # x_23 = x_0 + 0.75 (z - x_0) + 0.25 (x_0 - x_21) = 0.5 + 0.75 eps - 0.25 eps (zeroed momentum: 0.5 + 0.75 eps)
     assert torch.allclose(inputs[22], torch.tensor(0.5 + EPS))
-    assert torch.allclose(inputs[23], torch.tensor(0.5 + 0.75 * EPS))
+    assert torch.allclose(inputs[23], torch.tensor(0.5 + 0.5 * EPS))
 
 
 @pytest.mark.parametrize("rises,halved", [(22, False), (17, False), (16, True), (0, True)])
@@ -233,9 +237,9 @@ def test_first_checkpoint_needs_75_percent_rising_steps(rises, halved):
     assert halvings(sizes) == ([22] if halved else [])
 
 
-@pytest.mark.parametrize("rises,halved", [(12, False), (11, True)])
-def test_exactly_75_percent_rising_is_not_fewer(rises, halved):
-    """Second window, 41 -> 57, has 16 steps: 12 rises are exactly 75%, not 'fewer than 75%' (METHOD.md §5)."""
+@pytest.mark.parametrize("rises,halved", [(13, False), (12, True), (11, True)])
+def test_exactly_75_percent_rising_halves(rises, halved):
+    """Second window, 41 -> 57, has 16 steps: 12 rises are exactly 75%, and 'at most 75%' halves (METHOD.md §5)."""
     values = [0.1 * k for k in range(42)]  # never halved at 22 or 41
     values = window(values, values[-1], rises, 16, step=0.1)
     values += [values[-1] + 0.1 * (k + 1) for k in range(100 - 57)]
@@ -281,4 +285,76 @@ def test_step_size_is_per_image():
         halved = sum(m < j for m in marks)
         assert s == pytest.approx((2 * EPS + 2 * EPS / 2 ** halved) / 2, rel=1e-6)
     assert torch.allclose(inputs[23][0], torch.tensor(0.5 + EPS))
-    assert torch.allclose(inputs[23][1], torch.tensor(0.5 + 0.75 * EPS))
+    assert torch.allclose(inputs[23][1], torch.tensor(0.5 + 0.5 * EPS))
+
+
+@pytest.mark.parametrize("rises,halved", [(16, False), (15, True)])
+def test_first_window_counts_its_first_step_against_zero(rises, halved):
+    """The reference's loss history starts at 0, so the first step is a rise even below the start's loss: a first
+    step down from 5 to 1, then `rises` rises and falls to step 22, makes 1 + 16 = 17 rises of 22 (> 75%, kept)
+    or 1 + 15 = 16 (<= 75%, halved); later steps set new records, so nothing else halves."""
+    values = window([5.0, 1.0], 1.0, rises, 21, step=0.1)
+    values += [values[-1] + 1.0 * (k + 1) for k in range(100 - 22)]
+    sizes, _ = run_script([values])
+    assert halvings(sizes) == ([22] if halved else [])
+
+
+# ---- ties, ignored pixels and the tracked loss --------------------------------------------------------------
+
+@pytest.mark.parametrize("ignored", [False, True])
+def test_lowest_accuracy_ties_go_to_the_later_iterate(ignored):
+    """Every iterate misclassifies every valid pixel (accuracy 0 throughout): the last iterate is returned, not x_0.
+    Ignored pixels count at no iterate (the reference counts them wrong at x_0 and right later, so it keeps x_0)."""
+    steps = 10
+    model = Scripted(torch.tensor([[1.0 + 0.1 * k for k in range(steps + 1)]], dtype=torch.float64))
+    x = torch.full((1, 3, 2, 2), 0.5)
+    y = torch.zeros(1, 2, 2, dtype=torch.long)
+    if ignored:
+        y[0, 0, 0] = 255
+    adv = APGD(model, eps=EPS, steps=steps, loss="ce", random_start=False)(x, y)
+    assert torch.equal(adv, model.inputs[-1]) and not torch.equal(adv, x)
+
+
+class PixelScripted(nn.Module):
+    """One image of 1x2 pixels; at the k-th forward pixel p has d_p = script[k, p] + 1e-3 * sum_c x_c (logits 0 and
+    d_p, label 0): CE_p = softplus(d_p), and the pixel is misclassified when d_p > 0."""
+
+    def __init__(self, script: list[list[float]]) -> None:
+        super().__init__()
+        self.script, self.calls = torch.tensor(script, dtype=torch.float64), 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d = self.script[self.calls].to(x.dtype).view(1, 1, 2) + 1e-3 * x.sum(1)
+        self.calls += 1
+        return torch.stack([torch.zeros_like(d), d], 1)
+
+
+STEPS = 100
+# A: pixel a turns wrong at step 2 and its CE keeps growing, pixel b stays right with a slowly falling CE: CE rises at
+# every step while MCE (b alone after step 1) falls. B: pixel a stays wrong with a falling CE, pixel b stays right
+# with a slowly rising CE: CE falls at every step while MCE (b alone) rises.
+CASES = {"A": [[-1 + 0.5 * k, -2 - 0.01 * k] for k in range(STEPS + 1)],
+         "B": [[60 - 0.5 * k, -3 + 0.01 * k] for k in range(STEPS + 1)]}
+
+
+@pytest.mark.parametrize("case,track,halved", [("A", "ce", False), ("A", "mce", True),
+                                               ("B", "ce", True), ("B", "mce", False)])
+def test_the_tracked_loss_decides_halving(case, track, halved):
+    """APGD-MCE: the gradient comes from MCE, but halving follows the tracked loss. In B the attack's own loss
+    rises at every step, yet tracking CE (the default, as SEA) halves at every checkpoint."""
+    model = PixelScripted(CASES[case])
+    atk = APGD(model, eps=EPS, steps=STEPS, loss="mce", track_loss=track, random_start=False)
+    res = atk.run(torch.full((1, 3, 1, 2), 0.5), torch.zeros(1, 1, 2, dtype=torch.long))
+    sizes = [r.extra["step_size"] for r in res.trace]
+    assert halvings(sizes) == (apgd_checkpoints(STEPS) if halved else [])
+    losses = [r.loss for r in res.trace]
+    assert all(b > a for a, b in zip(losses[2:], losses[3:])) == (case == "B")  # MCE rises in B, falls in A
+
+
+def test_default_track_loss_is_ce():
+    atk = APGD(Scripted(torch.zeros(1, 2)), loss="mce")
+    assert atk.track_loss == "ce" and atk.params()["track_loss"] == "ce"
+    with pytest.raises(ValueError, match="track_loss"):
+        APGD(Scripted(torch.zeros(1, 2)), track_loss="dlr")
+    with pytest.raises(ValueError, match="mce-bal"):
+        APGD(Scripted(torch.zeros(1, 2)), loss="ce", track_loss="mce-bal")  # needs class counts
