@@ -214,6 +214,11 @@ class Attack:
         """What AttackResult.extras holds at the end of a run: nothing here."""
         return {}
 
+    def run_names(self) -> list[str]:
+        """Names of the separate runs whose adversarial images AttackResult.extras["runs"] holds (SEA's losses):
+        none here."""
+        return []
+
     def objective(self, out: Any, labels: torch.Tensor, step: int, state: dict) -> torch.Tensor:
         """The loss maximised at step `step` (1-based): (N,) per image or a scalar for the batch."""
         raise NotImplementedError

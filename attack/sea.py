@@ -57,6 +57,9 @@ class SEA(Attack):
                           class_counts=class_counts if bal else None, class_weights=class_weights if bal else None,
                           seed=seed, ignore_index=ignore_index) for loss, bal in zip(self.losses, balanced)]
 
+    def run_names(self) -> list[str]:
+        return list(self.losses)
+
     def stages(self) -> list[dict]:
         """Each stage's radius and steps (the same for every loss)."""
         return [{"radius": r * self.eps, "steps": s} for r, s in zip(RADII, stage_steps(self.steps))]

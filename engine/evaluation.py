@@ -43,16 +43,31 @@ def evaluate(protocol: Protocol, loader, env: DistEnv, num_classes: int, attack:
     try:
         for images, labels, indices in tqdm(loader, desc=desc, disable=not env.is_main, leave=False):
             for x, y, idx in same_size_groups(images, labels, indices):
-                logits, y = protocol.predict(x.to(env.device), y.to(env.device), idx, attack, on_iterate)
-                pred = logits.detach().argmax(1).cpu()
-                for p, yi, i in zip(pred, y.cpu(), idx):
+                prediction = protocol.predict(x.to(env.device), y.to(env.device), idx, attack, on_iterate)
+                labels_cpu = prediction.labels.cpu()
+                pred = prediction.logits.detach().argmax(1).cpu()
+                for p, yi, i in zip(pred, labels_cpu, idx):
                     metric.update(p, yi, i)
                     if on_prediction is not None:
                         on_prediction(i, p)
+                for run, logits in prediction.runs.items():  # SEA's loss runs, each scored on its own
+                    run_metric = metric.runs.setdefault(run, SegMetric(num_classes, protocol.ignore_index))
+                    for p, yi, i in zip(logits.detach().argmax(1).cpu(), labels_cpu, idx):
+                        run_metric.update(p, yi, i)
     finally:
         model.train(was_training)
+    # every process knows the run names (the attack's), even one whose shard is empty
+    names = attack.run_names() if attack is not None else []
+    for run in names:
+        metric.runs.setdefault(run, SegMetric(num_classes, protocol.ignore_index))
+    for m in [metric, *(metric.runs[run] for run in names)]:
+        merge(m, env)
+    return metric
+
+
+def merge(metric: SegMetric, env: DistEnv) -> None:
+    """Sum the confusion matrices of every process and gather every image's scores and counts on all of them."""
     metric.cm = all_reduce_sum(metric.cm.to(env.device), env).cpu()  # nccl reduces GPU tensors only
     for part in all_gather_objects((metric.per_image, metric.per_image_counts), env):
         metric.per_image.update(part[0])
         metric.per_image_counts.update(part[1])
-    return metric

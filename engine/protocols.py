@@ -7,17 +7,20 @@
   crop of the labels (nearest-resized, padded with ignore); the logits of the adversarial crops are averaged
   as in clean sliding-window inference. Overlapping crops carry different perturbations, so there is no single
   adversarial image.
-- `center` (SEA): the short side is resized to TEST.base_size and the centre TEST.crop_size is kept (labels
-  nearest); clean and attacked predictions and the metrics are those of the crop.
+- `center` (SEA, its `_val_sync_transform`): the short side is resized to the crop size (bilinear image, nearest
+  labels) and the centre square of TEST.crop_size is kept; clean and attacked predictions and the metrics are
+  those of the crop.
 
 A protocol checks its settings once (`check`), builds attacks on its own inference target (`attack_target`,
-`build_attack`), predicts a batch clean or attacked (`predict`; by default the target on the protocol's `view`
-of the images) and describes itself for metrics.json (`describe`). Random starts are seeded per image from
+`build_attack`), predicts a batch clean or attacked (`predict`, a `Prediction`; by default the target on the
+protocol's `view` of the images; an attack with separate runs, SEA, adds each run's logits) and describes itself
+for metrics.json (`describe`). Random starts are seeded per image from
 (ATTACK.seed, dataset index) (per crop under `legacy`), so results do not depend on the batch size or the
 number of processes. A new protocol is one Protocol subclass and one entry in PROTOCOLS.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -25,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attack import Attack
+from attack import Attack, AttackResult
 from engine.attacks import AttackSpec, build_from_spec
 from util.errors import UserError
 from util.inference import Inference, cut_crops, infer, pad_labels, stitch
@@ -49,16 +52,26 @@ def resize_pair(x: torch.Tensor, y: torch.Tensor, size: tuple[int, int]) -> tupl
     return x, y
 
 
-def center_crop(x: torch.Tensor, y: torch.Tensor, short_side: int, crop: tuple[int, int]
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """SEA's view of an image: short side resized to `short_side`, then the centre crop (at most the image)."""
+def center_crop(x: torch.Tensor, y: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """SEA's view of an image (its `_val_sync_transform`): the short side resized to `size` (the long side to
+    int(long * size / short)), images bilinear with PIL's antialiasing, labels nearest as PIL picks them, then the
+    centre size x size square, its corner at int(round(offset / 2)) (Python's rounding, halves to even)."""
     h, w = x.shape[-2:]
-    s = short_side / min(h, w)
-    x, y = resize_pair(x, y, (max(round(h * s), 1), max(round(w * s), 1)))
-    h, w = x.shape[-2:]
-    ch, cw = min(crop[0], h), min(crop[1], w)
-    top, left = (h - ch) // 2, (w - cw) // 2
-    return x[..., top:top + ch, left:left + cw], y[..., top:top + ch, left:left + cw]
+    oh, ow = (size, int(1.0 * w * size / h)) if w > h else (int(1.0 * h * size / w), size)
+    if (oh, ow) != (h, w):
+        x = F.interpolate(x, size=(oh, ow), mode="bilinear", align_corners=False, antialias=True)
+        y = F.interpolate(y[:, None].float(), size=(oh, ow), mode="nearest-exact")[:, 0].long()
+    top, left = int(round((oh - size) / 2.0)), int(round((ow - size) / 2.0))
+    return x[..., top:top + size, left:left + size], y[..., top:top + size, left:left + size]
+
+
+@dataclass
+class Prediction:
+    """What a protocol predicts for a batch: the logits and the labels they are scored against, and for an attack
+    with separate runs (SEA's losses) each run's logits of the same view."""
+    logits: torch.Tensor                                      # (N,K,h,w)
+    labels: torch.Tensor                                      # (N,h,w)
+    runs: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def inference_settings(cfg) -> dict:
@@ -93,19 +106,18 @@ class Protocol:
         otherwise."""
         return x, y
 
-    def clean(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def clean(self, x: torch.Tensor, y: torch.Tensor) -> Prediction:
         """Clean logits (N,K,h,w) and the labels (N,h,w) they are scored against: the target on the view."""
         x, y = self.view(x, y)
-        return self._target(x), y
+        return Prediction(self._target(x), y)
 
     def attacked(self, attack: Attack, x: torch.Tensor, y: torch.Tensor, indices: list[int],
-                 on_iterate: OnIterate | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits and labels of the attacked batch: the view attacked as a whole through the target, one seed
-        per image."""
+                 on_iterate: OnIterate | None) -> Prediction:
+        """The attacked batch: the view attacked as a whole through the target, one seed per image."""
         x, y = self.view(x, y)
-        adv = self.attack_images(attack, x, y, indices, on_iterate)
+        result = self.attack_images(attack, x, y, indices, on_iterate)
         with torch.no_grad():
-            return self._target(adv), y
+            return Prediction(self._target(result.adv), y, {k: self._target(v) for k, v in runs_of(result).items()})
 
     # ---- the interface ------------------------------------------------------------------------------------
     def describe(self) -> dict:
@@ -118,7 +130,7 @@ class Protocol:
         return build_from_spec(spec, self._target, cfg)
 
     def predict(self, x: torch.Tensor, y: torch.Tensor, indices: list[int], attack: Attack | None = None,
-                on_iterate: OnIterate | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                on_iterate: OnIterate | None = None) -> Prediction:
         """Logits (N,K,h,w) and scored labels (N,h,w) of images x (N,3,H,W) with labels y (N,H,W) and dataset
         indices: clean when attack is None, else under an attack from build_attack."""
         if attack is None:
@@ -129,15 +141,14 @@ class Protocol:
         return self.attacked(attack, x, y, indices, on_iterate)
 
     def run_attack(self, attack: Attack, x: torch.Tensor, y: torch.Tensor, seeds: list[int],
-                   on_iterate: Callable[[int, torch.Tensor], None] | None) -> torch.Tensor:
-        """Adversarial images of the attack with the given seeds; traced only when on_iterate is given."""
-        if on_iterate is None:
-            return attack(x, y, seeds=seeds)
-        return attack.run(x, y, trace=False, on_iterate=on_iterate, seeds=seeds).adv
+                   on_iterate: Callable[[int, torch.Tensor], None] | None) -> AttackResult:
+        """The attack's result (adversarial images and extras, no trace) with the given seeds; on_iterate sees
+        every judged iterate."""
+        return attack.run(x, y, trace=False, on_iterate=on_iterate, seeds=seeds)
 
     def attack_images(self, attack: Attack, x: torch.Tensor, y: torch.Tensor, indices: list[int],
-                      on_iterate: OnIterate | None) -> torch.Tensor:
-        """Adversarial images, one seed per image from (seed, dataset index); on_iterate sees labels y."""
+                      on_iterate: OnIterate | None) -> AttackResult:
+        """The attack's result, one seed per image from (seed, dataset index); on_iterate sees labels y."""
         hook = None if on_iterate is None else (lambda step, logits: on_iterate(step, logits, y))
         return self.run_attack(attack, x, y, [image_seed(self.seed, i) for i in indices], hook)
 
@@ -152,15 +163,16 @@ class Full(Protocol):
 
 class Center(Protocol):
     name = "center"
-    rule = "short side resized to base_size, centre crop of crop_size; whole-crop inference"
+    rule = "short side resized to the crop size, centre square of crop_size (SEA's); whole-crop inference"
 
     def check(self) -> None:
-        if self.settings["base_size"] < 1:
-            raise ValueError("protocol center resizes the short side to TEST.base_size (e.g. 512) before the centre "
-                             "crop of TEST.crop_size: set TEST.base_size")
+        crop = self.settings["crop"]
+        if crop[0] != crop[1]:
+            raise ValueError(f"protocol center evaluates SEA's centre square: TEST.crop_size must be square (e.g. "
+                             f"[473, 473]); got {list(crop)}")
 
     def view(self, x, y):
-        return center_crop(x, y, self.settings["base_size"], self.settings["crop"])
+        return center_crop(x, y, self.settings["crop"][0])
 
 
 class Legacy(Protocol):
@@ -177,7 +189,7 @@ class Legacy(Protocol):
         return out
 
     def clean(self, x, y):  # the usual sliding-window inference
-        return infer(self.model, x, **self.settings), y
+        return Prediction(infer(self.model, x, **self.settings), y)
 
     def attacked(self, attack, x, y, indices, on_iterate):
         s = self.settings
@@ -199,9 +211,15 @@ class Legacy(Protocol):
             return logits
 
         hook = None if on_iterate is None else (lambda step, logits: on_iterate(step, whole(logits), y))
-        adv = self.run_attack(attack, crops, label_crops, seeds, hook)
+        result = self.run_attack(attack, crops, label_crops, seeds, hook)
         with torch.no_grad():
-            return whole(self.model(adv)), y
+            return Prediction(whole(self.model(result.adv)), y,
+                              {k: whole(self.model(v)) for k, v in runs_of(result).items()})
+
+
+def runs_of(result: AttackResult) -> dict[str, torch.Tensor]:
+    """The adversarial images of each of an attack's separate runs (SEA's losses; none for other attacks)."""
+    return result.extras.get("runs", {})
 
 
 PROTOCOLS: dict[str, type[Protocol]] = {"full": Full, "legacy": Legacy, "center": Center}

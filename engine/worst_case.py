@@ -1,15 +1,21 @@
-"""The worst case over several attacks (METHOD.md §5): per image, and greedily for the dataset mIoU.
+"""The worst case over several attacks (METHOD.md §5): per image, greedily for the dataset mIoU, and SEA's own.
 
 Robust evaluation keeps, for every attack and image, the per-class counts (true positives, label pixels,
 predicted pixels), which is all a dataset mIoU needs. The dataset-level worst case chooses one attack per
-image: it starts from the lowest of these choices: each image's lowest-pixel-accuracy attack (SEA's rule)
-and every single attack for all images, so it is never above any one attack's mIoU; then it switches single
-images to another attack, each time the switch that lowers the dataset mIoU most, while the mIoU drops.
+image: it starts from the lowest of these choices: each image's lowest-pixel-accuracy attack, every single
+attack for all images and any choice the caller adds (SEA's), so it is never above any of them; then it switches
+single images to another attack, each time the switch that lowers the dataset mIoU most, while the mIoU drops.
+
+SEA's reported figure (`sea_worst_case`) is its own greedy search over its loss runs, as the authors'
+`tools/worse_only.py` computes it.
 """
 from __future__ import annotations
 
 import math
+import random
+from typing import Sequence
 
+import numpy as np
 import torch
 
 from util.metrics import SegMetric, miou_from_counts, scores_from_counts
@@ -20,11 +26,12 @@ def dataset_miou(tp: torch.Tensor, gt: torch.Tensor, pred: torch.Tensor) -> torc
     return miou_from_counts(tp, gt, pred).nan_to_num(0.0)
 
 
-def worst_case_choice(counts: torch.Tensor) -> tuple[list[int], float]:
+def worst_case_choice(counts: torch.Tensor, starts: Sequence[Sequence[int]] = ()) -> tuple[list[int], float]:
     """Greedy dataset-level worst case from per-image counts.
 
     counts: (A,N,3,K) for A attacks on the same N images: true positives, label pixels and predicted pixels per
-    class (util.metrics.SegMetric.per_image_counts). Returns (attack index per image, dataset mIoU as a fraction).
+    class (util.metrics.SegMetric.per_image_counts). starts: further starting choices (an attack index per image).
+    Returns (attack index per image, dataset mIoU as a fraction), at most the mIoU of every start.
     """
     c = torch.as_tensor(counts).double()
     if c.dim() != 4 or c.shape[2] != 3:
@@ -38,6 +45,7 @@ def worst_case_choice(counts: torch.Tensor) -> tuple[list[int], float]:
 
     acc = tp.sum(2) / gt.sum(2).clamp(min=1)  # (A,N) pixel accuracy
     candidates = [acc.argmin(0)] + [torch.full((n,), a, dtype=torch.long) for a in range(a_count)]
+    candidates += [torch.as_tensor(list(start), dtype=torch.long) for start in starts]
     scores = [float(dataset_miou(*totals(ch))) for ch in candidates]
     best = min(range(len(candidates)), key=lambda j: (scores[j], j))  # SEA's start wins ties
     choice, current = candidates[best].clone(), scores[best]
@@ -56,6 +64,55 @@ def worst_case_choice(counts: torch.Tensor) -> tuple[list[int], float]:
     return choice.tolist(), current
 
 
+SEA_SEED = 225  # tools/worse_only.py seeds Python's random with 225 and shuffles the images with it
+SEA_TOLERANCE = 1e-6  # its rounds stop once one lowers the mIoU by at most this
+
+
+def sea_worst_case(counts: torch.Tensor, start: int = 0, seed: int = SEA_SEED, max_rounds: int = 1000
+                   ) -> tuple[list[int], float]:
+    """SEA's dataset-level worst case over its runs, as the authors' tools/worse_only.py computes it.
+
+    counts: (R,N,3,K) per-image counts of R runs (SEA's losses) on the same N images, as worst_case_choice.
+    Every image starts on run `start` (MCE-Bal). A round visits the images in an order shuffled with
+    random.Random(seed) (reshuffled each round, as the reference's global generator seeded with 225); at an image
+    it tries the runs in order and switches to one whenever the dataset mIoU with it is below the mIoU before the
+    image was visited (so the last such run stays). Rounds end once one lowers the mIoU by at most 1e-6, or after
+    max_rounds. The mIoU is util.metrics' rule (classes whose union is not empty), in exact counts; the reference
+    sums float32 counts and, for a candidate, skips the classes that are empty before the switch, which only
+    differs when a class occurs in no image's current choice.
+    Returns (run index per image, dataset mIoU as a fraction).
+    """
+    c = torch.as_tensor(counts).double()
+    if c.dim() != 4 or c.shape[2] != 3:
+        raise ValueError(f"counts must have shape (R,N,3,K); got {tuple(c.shape)}")
+    runs, n = c.shape[:2]
+    if not 0 <= start < runs:
+        raise ValueError(f"start must index one of the {runs} runs; got {start}")
+    per_image = c.numpy()  # (R,N,3,K)
+    choice = [start] * n
+    total = per_image[start].sum(0)  # (3,K): the dataset's counts under the current choice
+
+    def miou(t: np.ndarray) -> float:
+        return float(dataset_miou(*torch.from_numpy(t)))
+
+    current, previous = miou(total), math.inf
+    rng = random.Random(seed)
+    for _ in range(max_rounds):
+        order = list(range(n))
+        rng.shuffle(order)
+        for i in order:
+            before = current
+            for r in range(runs):
+                candidate = total - per_image[choice[i], i] + per_image[r, i]
+                if miou(candidate) < before:
+                    choice[i], total = r, candidate
+            current = miou(total)
+        if previous - current <= SEA_TOLERANCE:
+            break
+        previous = current
+    return choice, current
+
+
 def worst_case_miou(confusions: torch.Tensor) -> tuple[list[int], float]:
     """worst_case_choice from per-image confusion matrices (A,N,K,K) (rows = true class)."""
     cm = torch.as_tensor(confusions)
@@ -64,24 +121,60 @@ def worst_case_miou(confusions: torch.Tensor) -> tuple[list[int], float]:
     return worst_case_choice(torch.stack([cm.diagonal(dim1=2, dim2=3), cm.sum(3), cm.sum(2)], dim=2))
 
 
-def worst_case_summary(metrics: dict[str, SegMetric]) -> dict | None:
+def stacked_counts(metrics: Sequence[SegMetric]) -> tuple[torch.Tensor, list[int]]:
+    """The per-image counts (A,N,3,K) of metrics evaluated on the same images, and those images' dataset indices."""
+    indices = sorted(metrics[0].per_image_counts)
+    return torch.stack([torch.stack([m.per_image_counts[i] for i in indices]) for m in metrics]), indices
+
+
+def choice_scores(metrics: Sequence[SegMetric], keys: Sequence[str], choice: Sequence[int], counts: torch.Tensor,
+                  indices: Sequence[int], what: str) -> dict:
+    """Dataset scores when image j takes metrics[choice[j]], each image's mean IoU under its choice, and which
+    candidate (an "attack" or a "run", `what`) each image takes."""
+    chosen = counts[torch.as_tensor(list(choice), dtype=torch.long), torch.arange(len(indices))].sum(0)  # (3,K)
+    per_image = [metrics[a].per_image[i] for a, i in zip(choice, indices)]
+    return {**scores_from_counts(*chosen), "per_image_miou": [None if math.isnan(v) else v for v in per_image],
+            "images": len(indices), f"per_image_{what}": [keys[a] for a in choice],
+            f"images_per_{what}": {k: list(choice).count(a) for a, k in enumerate(keys)}}
+
+
+SEA_RULE = ("SEA's figure (tools/worse_only.py): the dataset-level worst case over its loss runs; every image starts "
+            "on MCE-Bal and single images switch runs while the dataset mIoU drops, until a pass changes nothing")
+
+
+def sea_summary(runs: dict[str, SegMetric]) -> dict:
+    """SEA's figure over its loss runs (run name -> metric on the same images), for metrics.json: the dataset scores
+    of sea_worst_case's choice (starting on MCE-Bal, or the first run without it), which run each image takes, and
+    every run's own scores."""
+    keys = list(runs)
+    counts, indices = stacked_counts([runs[k] for k in keys])
+    choice, _ = sea_worst_case(counts, keys.index("mce-bal") if "mce-bal" in keys else 0)
+    out = choice_scores([runs[k] for k in keys], keys, choice, counts, indices, "run")
+    out["runs"] = {k: {s: v for s, v in runs[k].summary().items() if s in ("mIoU", "mAcc", "aAcc")} for k in keys}
+    return {"rule": SEA_RULE, **out}
+
+
+def worst_case_summary(metrics: dict[str, SegMetric], starts: Sequence[Sequence[str]] = ()) -> dict | None:
     """The worst case over attacks evaluated on the same images, for metrics.json (None without attacks).
 
-    "per_image_miou": per image the lowest mean IoU of any attack (never above any attack's own per-image score);
-    "mIoU", "mAcc", "aAcc", "per_class_iou": the dataset scores when each image takes the attack of the greedy
-    dataset-level choice ("per_image_attack"), which is at most every single attack's mIoU.
+    The candidates are every attack and every run of an attack that has runs (SEA's losses, named "key/run").
+    starts: further starting choices, a candidate name per image (SEA's own choice), so the result is never above
+    them. "per_image_miou": per image the lowest mean IoU of any candidate (never above any attack's own per-image
+    score); "mIoU", "mAcc", "aAcc", "per_class_iou": the dataset scores when each image takes the candidate of the
+    greedy dataset-level choice ("per_image_attack"), which is at most every single attack's mIoU.
     """
     if not metrics:
         return None
-    keys = list(metrics)
-    indices = sorted(metrics[keys[0]].per_image_counts)
-    counts = torch.stack([torch.stack([metrics[k].per_image_counts[i] for i in indices]) for k in keys])
-    choice, _ = worst_case_choice(counts)  # counts (A,N,3,K) -> an attack index per image
-    chosen = counts[torch.tensor(choice, dtype=torch.long), torch.arange(len(indices))].sum(0)  # (3,K)
+    candidates: dict[str, SegMetric] = {}
+    for key, metric in metrics.items():
+        candidates[key] = metric
+        candidates.update({f"{key}/{run}": m for run, m in metric.runs.items()})
+    keys = list(candidates)
+    counts, indices = stacked_counts(list(candidates.values()))
+    choice, _ = worst_case_choice(counts, [[keys.index(k) for k in start] for start in starts])
+    out = choice_scores(list(candidates.values()), keys, choice, counts, indices, "attack")
     per_image = []
     for i in indices:
-        values = [v for v in (metrics[k].per_image[i] for k in keys) if not math.isnan(v)]
+        values = [v for v in (m.per_image[i] for m in candidates.values()) if not math.isnan(v)]
         per_image.append(min(values) if values else None)  # None: every pixel of the image is ignored
-    return {"attacks": keys, **scores_from_counts(*chosen), "per_image_miou": per_image,
-            "per_image_attack": [keys[a] for a in choice],
-            "images_per_attack": {k: choice.count(a) for a, k in enumerate(keys)}, "images": len(indices)}
+    return {"attacks": list(metrics), "candidates": keys, **out, "per_image_miou": per_image}

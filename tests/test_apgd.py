@@ -1,7 +1,6 @@
 """APGD's checkpoints and step-size rule (METHOD.md §5) on models whose maximiser or loss sequence is known."""
 from __future__ import annotations
 
-
 import pytest
 import torch
 import torch.nn.functional as F

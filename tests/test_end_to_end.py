@@ -122,13 +122,19 @@ def test_adversarial_training_then_robust_evaluation(tmp_path, tiny_data):
 
     attacks = ("[{name: bim, eps: 0.1, alpha: 0.01, steps: 2}, "
                + ", ".join(f"{{name: {n}, eps: 0.1, alpha: 0.05, steps: 2}}"
-                           for n in ("pgd", "segpgd", "cospgd", "rppgd", "rppgd++")) + "]")
+                           for n in ("pgd", "segpgd", "cospgd", "rppgd", "rppgd++"))
+               + ", {name: sea, eps: 0.1, steps: 4}]")
     proc = run([sys.executable, str(ROOT / "tool_test/test.py"), "--config", config, *common,
                 "ATTACK.attacks", attacks], cwd=tmp_path)
     result = run_dir / "result" / "val_last_full"
     metrics = json.loads((result / "metrics.json").read_text())
     assert metrics["protocol"]["name"] == "full" and "per image" in metrics["protocol"]["seeds"]
-    assert list(metrics["attacks"]) == ["bim", "pgd", "segpgd", "cospgd", "rppgd", "rppgd++"]
+    assert list(metrics["attacks"]) == ["bim", "pgd", "segpgd", "cospgd", "rppgd", "rppgd++", "sea"]
+    sea = metrics["attacks"]["sea"]  # SEA's figure, and the per-image choice of the images it returns
+    assert "worse_only" in sea["figure"] and "pictures" in sea["per_image_choice"]["rule"]
+    assert list(sea["runs"]) == ["mce-bal", "mce", "js"] and len(sea["per_image_run"]) == 4
+    assert sea["mIoU"] <= sea["runs"]["mce-bal"]["mIoU"] + 1e-12  # SEA's search starts with every image on MCE-Bal
+    assert "sea/mce-bal" in metrics["worst_case"]["candidates"]
     for key, entry in metrics["attacks"].items():
         assert entry["name"] == key and entry["params"]["eps"] == 0.1 and entry["images"] == 4
         assert 0 <= entry["mIoU"] <= 1 and len(entry["per_image_miou"]) == 4
@@ -140,6 +146,7 @@ def test_adversarial_training_then_robust_evaluation(tmp_path, tiny_data):
     report = (result / "report.md").read_text()
     assert "| rppgd++ | 0.1000 | 2 |" in report and "| worst case over the attacks |" in report
     assert "| segpgd |" in proc.stdout
+    assert "`sea`: SEA's figure" in report
 
 
 def test_launchers_parse():
@@ -160,6 +167,8 @@ def test_convergence_study(tmp_path, tiny_data):
     for name in ("bim", "pgd", "segpgd", "cospgd", "rppgd", "rppgd++"):
         assert {(name, 1), (name, 2)} <= results
     assert {("apgd-ce", 3), ("apgd-mce-bal", 3), ("sea", 5)} <= results
+    figure = [r for r in rows if r["kind"] == "sea_figure"]
+    assert len(figure) == 1 and figure[0]["name"] == "sea"
     pgd_steps = sorted(int(r["step"]) for r in rows if r["name"] == "pgd" and r["budget"] == "2"
                        and r["kind"] == "iterate")
     assert pgd_steps == [0, 1, 2]  # mIoU after every step, the start included
@@ -167,10 +176,14 @@ def test_convergence_study(tmp_path, tiny_data):
     last = [r["mIoU"] for r in rows if r["name"] == "pgd" and r["budget"] == "2" and r["step"] == "2"]
     assert len(last) == 2 and last[0] == last[1]
     table = (out / "convergence.md").read_text()
-    assert "| PGD |" in table and "region loss only" in table and "| SEA" in table and "| T=2 |" in table
+    assert "| PGD |" in table and "region loss only" in table and "| T=2 |" in table
+    assert "SEA's worst case over its runs | 5 |" in table and "per image the lowest-accuracy run | 5 |" in table
     assert "| PGD |" in proc.stdout
     metrics = json.loads((out / "convergence.json").read_text())
     assert all(0 <= a["mIoU"] <= 1 for a in metrics["attacks"])
+    sea = [a for a in metrics["attacks"] if a["config"]["name"] == "sea"][0]["sea_figure"]
+    assert float(figure[0]["mIoU"]) == pytest.approx(sea["mIoU"], abs=1e-6)
+    assert sea["mIoU"] <= sea["runs"]["mce-bal"]["mIoU"] + 1e-12  # SEA's search starts with every image on MCE-Bal
     assert (tmp_path / "exp" / "demo" / "class_counts.json").is_file()
 
 

@@ -1,12 +1,14 @@
 """Evaluation protocols (METHOD.md §7): what each predicts and attacks, per-image seeding, the registry."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from tiny_models import TinySeg
 
-from attack import build_attack
+from attack import AttackResult, build_attack
 from engine.attacks import AttackSpec
 from engine.evaluation import evaluate
 from engine.protocols import PROTOCOLS, Protocol, build_protocol, center_crop, image_seed
@@ -64,8 +66,9 @@ def test_full_optimises_one_image_through_overlapping_windows(model, name, tiny_
     assert moved.float().mean() > 0.9, "the gradient through the stitched logits reaches the whole image"
     with torch.no_grad():
         clean_logits = slide_logits(model, x, s["crop"], s["stride_rate"], MEAN)
-        assert torch.allclose(protocol.predict(x, y, [0, 1])[0], clean_logits)
-        logits, labels = protocol.predict(x, y, [0, 1], atk)
+        assert torch.allclose(protocol.predict(x, y, [0, 1]).logits, clean_logits)
+        p = protocol.predict(x, y, [0, 1], atk)
+        logits, labels = p.logits, p.labels
     assert torch.equal(labels, y) and logits.shape == (2, 7, 40, 36)
     if name == "pgd":
         assert ce(logits, y) > ce(clean_logits, y), "the sliding-window loss went up"
@@ -91,9 +94,9 @@ class Spy:
     def __init__(self, model):
         self.model, self.calls = model, []
 
-    def __call__(self, images, labels, seeds=None):
+    def run(self, images, labels, trace=True, on_iterate=None, seeds=None):
         self.calls.append((images.clone(), labels.clone(), list(seeds)))
-        return (images + 0.01).clamp(0, 1)
+        return AttackResult(adv=(images + 0.01).clamp(0, 1))
 
 
 def test_legacy_attacks_each_crop_on_its_own(model):
@@ -101,7 +104,8 @@ def test_legacy_attacks_each_crop_on_its_own(model):
     s = settings(crop=(16, 16), stride_rate=2 / 3)
     protocol = make("legacy", model, s, seed=5)
     spy = Spy(model)
-    logits, labels = protocol.predict(x, y, [3, 8], spy)
+    p = protocol.predict(x, y, [3, 8], spy)
+    logits, labels = p.logits, p.labels
     assert len(spy.calls) == 1
     images, crop_labels, seeds = spy.calls[0]
     boxes = windows(40, 36, (16, 16), 2 / 3)
@@ -141,32 +145,60 @@ def test_legacy_crops_match_attacking_each_crop_alone(model):
         assert ((alone - adv[b:b + 1]).abs() > 1e-5).float().mean() < 1e-3
 
 
-def test_center_resizes_the_short_side_and_crops(model):
+def sea_val_crop(image: np.ndarray, label: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """SEA's centre crop (METHOD.md §7) with PIL, as its dataset wrapper does it: short side to `size` (the long
+    side int(long * size / short)), image bilinear, labels nearest, centre square at int(round(offset / 2))."""
+    img, lab = Image.fromarray(image), Image.fromarray(label.astype(np.int32), mode="I")
+    w, h = img.size
+    ow, oh = (int(w * size / h), size) if w > h else (size, int(h * size / w))
+    img, lab = img.resize((ow, oh), Image.BILINEAR), lab.resize((ow, oh), Image.NEAREST)
+    x1, y1 = int(round((ow - size) / 2.0)), int(round((oh - size) / 2.0))
+    box = (x1, y1, x1 + size, y1 + size)
+    return np.asarray(img.crop(box)), np.asarray(lab.crop(box))
+
+
+@pytest.mark.parametrize("h,w", [(37, 53), (61, 41), (45, 45), (32, 50), (20, 27)])
+def test_center_is_seas_crop(h, w):
+    """Landscape, portrait and square images with odd sizes (offsets of 6.5 and 7.5 round to even), one already at
+    the crop size and one smaller than it (upscaled): the same pixels as SEA's PIL pipeline, labels exactly."""
+    size = 32
+    g = np.random.default_rng(h * w)
+    image = g.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    label = np.arange(h * w).reshape(h, w)  # every pixel its own value: any shift or other pick shows
+    want_x, want_y = sea_val_crop(image, label, size)
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    xc, yc = center_crop(x, torch.from_numpy(label)[None].long(), size)
+    assert xc.shape == (1, 3, size, size) and yc.shape == (1, size, size)
+    assert torch.equal(yc[0], torch.from_numpy(want_y.astype(np.int64)))
+    # PIL rounds to uint8 and computes its filter weights in fixed point
+    assert (xc[0].permute(1, 2, 0) * 255 - torch.tensor(want_x, dtype=torch.float32)).abs().max() <= 1.0
+
+
+def test_center_predicts_and_attacks_the_crop(model):
     x, y = sample(2, 40, 60)
-    protocol = make("center", model, settings(mode="whole", crop=(32, 32), base_size=48))
-    logits, labels = protocol.predict(x, y, [0, 1])
-    assert logits.shape == (2, 7, 32, 32) and labels.shape == (2, 32, 32)
-    xc, yc = center_crop(x, y, 48, (32, 32))
-    big_y = F.interpolate(y[:, None].float(), size=(48, 72), mode="nearest")[:, 0].long()
-    assert torch.equal(yc, big_y[:, 8:40, 20:52]) and torch.equal(labels, yc)
+    protocol = make("center", model, settings(mode="whole", crop=(32, 32)))
+    p = protocol.predict(x, y, [0, 1])
+    assert p.logits.shape == (2, 7, 32, 32) and p.labels.shape == (2, 32, 32)
+    xc, yc = center_crop(x, y, 32)
+    assert torch.equal(p.labels, yc)
     spy = Spy(model)
-    protocol.predict(x, y, [0, 1], spy)
-    assert spy.calls[0][0].shape == (2, 3, 32, 32) and torch.equal(spy.calls[0][0], xc)
+    attacked = protocol.predict(x, y, [0, 1], spy)
+    assert torch.equal(spy.calls[0][0], xc) and torch.equal(spy.calls[0][1], yc), "the attack sees the same crop"
+    assert torch.equal(attacked.labels, yc)
 
 
 def test_protocol_checks_its_settings(model, tiny_cfg):
     with pytest.raises(ValueError, match="slide"):
         make("legacy", model, settings(mode="whole"))
-    with pytest.raises(ValueError, match="base_size"):
-        make("center", model, settings(mode="whole"))
+    with pytest.raises(ValueError, match="square"):
+        make("center", model, settings(mode="whole", crop=(32, 48)))
     with pytest.raises(UserError, match="ATTACK.protocol must be one of full, legacy, center"):
         build_protocol(tiny_cfg("ATTACK.protocol", "tiled"), model)
-    with pytest.raises(UserError, match="ATTACK.protocol: protocol center .* TEST.base_size"):
-        build_protocol(tiny_cfg("ATTACK.protocol", "center"), model)
+    with pytest.raises(UserError, match=r"ATTACK.protocol: protocol center .* square .* \[32, 48\]"):
+        build_protocol(tiny_cfg("ATTACK.protocol", "center", "TEST.crop_size", "[32,48]"), model)
     with pytest.raises(ValueError, match="protocol.build_attack"):
         make("full", model, settings()).predict(*sample(1)[:2], [0], build_attack("pgd", model))
-    assert build_protocol(tiny_cfg("ATTACK.protocol", "center", "TEST.base_size", "48"), model).describe()["name"] \
-        == "center"
+    assert build_protocol(tiny_cfg("ATTACK.protocol", "center"), model).describe()["name"] == "center"
 
 
 @pytest.mark.parametrize("name", ["full", "legacy"])
@@ -175,10 +207,10 @@ def test_results_do_not_depend_on_the_batch(model, name, tiny_cfg):
     x, y = sample(4, 24, 20)
     protocol = make(name, model, settings(crop=(16, 16)), seed=3)
     atk = protocol.build_attack(spec("pgd", eps=0.03, alpha=0.01, steps=2), tiny_cfg())
-    batched, _ = protocol.predict(x, y, [10, 11, 12, 13], atk)
-    single = torch.cat([protocol.predict(x[i:i + 1], y[i:i + 1], [10 + i], atk)[0] for i in range(4)])
+    batched = protocol.predict(x, y, [10, 11, 12, 13], atk).logits
+    single = torch.cat([protocol.predict(x[i:i + 1], y[i:i + 1], [10 + i], atk).logits for i in range(4)])
     assert torch.allclose(batched, single, atol=1e-4)
-    other, _ = protocol.predict(x, y, [20, 21, 22, 23], atk)
+    other = protocol.predict(x, y, [20, 21, 22, 23], atk).logits
     assert not torch.allclose(batched, other, atol=1e-4), "other indices, other random starts"
 
 
@@ -186,25 +218,45 @@ def test_results_do_not_depend_on_the_batch(model, name, tiny_cfg):
 def test_on_iterate_sees_what_the_protocol_scores(model, name, tiny_cfg):
     """Every judged iterate reaches on_iterate as the protocol's logits and labels; the last one is the result."""
     x, y = sample(2, 40, 36)
-    protocol = make(name, model, settings(crop=(16, 16), base_size=32 if name == "center" else 0), seed=2)
+    protocol = make(name, model, settings(crop=(16, 16)), seed=2)
     atk = protocol.build_attack(spec("pgd", eps=0.03, alpha=0.01, steps=3), tiny_cfg())
     seen = []
-    logits, labels = protocol.predict(x, y, [0, 1], atk, on_iterate=lambda t, lg, lb: seen.append((t, lg, lb)))
+    p = protocol.predict(x, y, [0, 1], atk, on_iterate=lambda t, lg, lb: seen.append((t, lg, lb)))
+    logits, labels = p.logits, p.labels
     assert [t for t, _, _ in seen] == [0, 1, 2, 3]
     assert all(lg.shape[-2:] == labels.shape[-2:] and torch.equal(lb, labels) for _, lg, lb in seen)
     assert torch.allclose(seen[-1][1], logits, atol=1e-5)
-    untraced, _ = protocol.predict(x, y, [0, 1], atk)
+    untraced = protocol.predict(x, y, [0, 1], atk).logits
     assert torch.allclose(untraced, logits, atol=1e-5), "tracing does not change the attack"
 
 
 def test_clean_validation_and_testing_take_one_route(model, tiny_cfg):
     """evaluate() without an attack is the protocol's clean prediction, under center too (the crop)."""
     x, y = sample(3, 40, 60)
-    protocol = make("center", model, settings(mode="whole", crop=(32, 32), base_size=48))
+    protocol = make("center", model, settings(mode="whole", crop=(32, 32)))
     loader = [(list(x), list(y), [0, 1, 2])]
     metric = evaluate(protocol, loader, single_process(torch.device("cpu")), 7)
-    logits, labels = protocol.predict(x, y, [0, 1, 2])
+    p = protocol.predict(x, y, [0, 1, 2])
+    logits, labels = p.logits, p.labels
     assert torch.equal(metric.cm, confusion_matrix(logits.argmax(1), labels, 7))
     assert model.training is False
 
 
+
+
+@pytest.mark.parametrize("name", ["full", "legacy", "center"])
+def test_sea_runs_are_scored_on_their_own(model, name, tiny_cfg):
+    """evaluate() with SEA keeps a metric per loss run; the attack's own metric is, per image, the run with the
+    lowest pixel accuracy (on the crops under legacy, so there only the run metrics are checked)."""
+    x, y = sample(3, 40, 36)
+    protocol = make(name, model, settings(crop=(16, 16)), seed=4)
+    atk = protocol.build_attack(spec("sea", eps=0.03, steps=4, class_weights=[1.0] * 7), tiny_cfg())
+    loader = [(list(x), list(y), [0, 1, 2])]
+    metric = evaluate(protocol, loader, single_process(torch.device("cpu")), 7, attack=atk)
+    assert list(metric.runs) == ["mce-bal", "mce", "js"]
+    for run in metric.runs.values():
+        assert sorted(run.per_image) == [0, 1, 2] and int(run.cm.sum()) == int(metric.cm.sum())
+    if name != "legacy":
+        for i in range(3):
+            correct = [int(run.per_image_counts[i][0].sum()) for run in metric.runs.values()]
+            assert int(metric.per_image_counts[i][0].sum()) == min(correct)

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from engine.worst_case import worst_case_choice, worst_case_miou, worst_case_summary
-from util.metrics import SegMetric, scores
+from engine.worst_case import sea_summary, sea_worst_case, worst_case_choice, worst_case_miou, worst_case_summary
+from util.metrics import SegMetric, scores, scores_from_counts
 
 
 def miou_of(cms: torch.Tensor, choice) -> float:
@@ -115,3 +115,81 @@ def test_worst_case_is_per_image_and_below_every_attack():
     assert math.isclose(wc["aAcc"], int(chosen[0].sum()) / int(chosen[1].sum()))
     assert sum(wc["images_per_attack"].values()) == 6 and wc["attacks"] == ["a", "b", "c"]
     assert worst_case_summary({}) is None
+
+
+# ---- SEA's own worst case (tools/worse_only.py) ------------------------------------------------------------
+
+def counts_of(cms: torch.Tensor) -> torch.Tensor:
+    return torch.stack([cms.diagonal(dim1=2, dim2=3), cms.sum(3), cms.sum(2)], dim=2)
+
+
+def test_sea_worst_case_by_hand():
+    """Two images, two runs (run 0 = MCE-Bal). Image 0 (4 pixels of class 0): run 0 right everywhere, run 1 wrong on
+    2. Image 1 (4 pixels of class 1): run 0 wrong on 1, run 1 right. All on run 0: IoUs 4/5 and 3/4, mIoU 0.775;
+    image 0 on run 1: 2/5 and 3/6, mIoU 0.45; image 1 on run 1 instead would raise it (to 1.0, or 0.583 from
+    there). SEA ends at [1, 0], 0.45, in any visiting order, which is also the brute-force minimum."""
+    cms = torch.tensor([[[[4, 0], [0, 0]], [[0, 1], [0, 3]]],     # run 0: image 0, image 1
+                        [[[2, 2], [0, 0]], [[0, 0], [0, 4]]]])    # run 1
+    assert miou_of(cms, [0, 0]) == pytest.approx(0.775) and miou_of(cms, [1, 0]) == pytest.approx(0.45)
+    for seed in range(4):
+        choice, miou = sea_worst_case(counts_of(cms), start=0, seed=seed)
+        assert choice == [1, 0] and miou == pytest.approx(0.45)
+    assert min(miou_of(cms, c) for c in itertools.product(range(2), repeat=2)) == pytest.approx(0.45)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_sea_worst_case_against_brute_force(seed):
+    """Never above the all-MCE-Bal start, never below the brute-force minimum, a local minimum for single switches,
+    and the mIoU it reports is that of its choice."""
+    g = torch.Generator().manual_seed(100 + seed)
+    runs, n, k = 3, 5, 3
+    cms = torch.randint(0, 6, (runs, n, k, k), generator=g)
+    cms[:, :, 2] = torch.where(torch.rand(runs, n, 1, generator=g) < 0.4, 0, cms[:, :, 2])  # class 2 often absent
+    choice, miou = sea_worst_case(counts_of(cms), start=1)
+    assert miou == pytest.approx(miou_of(cms, choice), abs=1e-12)
+    optimum = min(miou_of(cms, c) for c in itertools.product(range(runs), repeat=n))
+    assert optimum - 1e-12 <= miou <= miou_of(cms, [1] * n) + 1e-12
+    for i in range(n):
+        for r in range(runs):
+            switched = list(choice)
+            switched[i] = r
+            assert miou_of(cms, switched) >= miou - 1e-12
+
+
+def test_sea_worst_case_keeps_the_start_when_nothing_lowers_it():
+    cms = torch.zeros(3, 4, 2, 2, dtype=torch.long)
+    cms[:, :, 0, 0] = 5  # every run right everywhere: nothing lowers the mIoU
+    assert sea_worst_case(counts_of(cms), start=2) == ([2, 2, 2, 2], 1.0)
+    with pytest.raises(ValueError, match="start"):
+        sea_worst_case(counts_of(cms), start=3)
+
+
+def sea_runs(seed: int) -> tuple[dict, dict, torch.Tensor]:
+    """Three noisy 'runs' on 6 images: their metrics, predictions and the labels."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 4, (6, 10, 10), generator=g)
+    preds = {}
+    for k, noise in (("mce-bal", 0.3), ("mce", 0.5), ("js", 0.4)):
+        flip = torch.rand(labels.shape, generator=g) < noise
+        preds[k] = torch.where(flip, torch.randint(0, 4, labels.shape, generator=g), labels)
+    return {k: metric_of(p, labels) for k, p in preds.items()}, preds, labels
+
+
+def test_sea_summary_and_the_overall_worst_case_over_its_runs():
+    runs, preds, labels = sea_runs(1)
+    sea = sea_summary(runs)
+    assert set(sea["runs"]) == {"mce-bal", "mce", "js"} and sea["images"] == 6
+    chosen = sum(runs[r].per_image_counts[i] for i, r in enumerate(sea["per_image_run"]))
+    assert sea["mIoU"] == pytest.approx(scores_from_counts(*chosen)["mIoU"])
+    assert sea["mIoU"] <= runs["mce-bal"].summary()["mIoU"] + 1e-12  # it starts on MCE-Bal
+    # the SEA entry as the evaluation makes it: its own metric is the per-image choice by pixel accuracy
+    best = [min(preds, key=lambda r: int((preds[r][i] == labels[i]).sum())) for i in range(6)]
+    entry = metric_of(torch.stack([preds[r][i] for i, r in enumerate(best)]), labels)
+    entry.runs = runs
+    other = sea_runs(2)[0]["mce"]  # another attack on the same images
+    wc = worst_case_summary({"pgd": other, "sea": entry}, starts=[[f"sea/{r}" for r in sea["per_image_run"]]])
+    assert wc["attacks"] == ["pgd", "sea"]
+    assert wc["candidates"] == ["pgd", "sea", "sea/mce-bal", "sea/mce", "sea/js"]
+    assert wc["mIoU"] <= sea["mIoU"] + 1e-12
+    for i in range(6):
+        assert wc["per_image_miou"][i] == min(m.per_image[i] for m in [other, *runs.values()])

@@ -66,6 +66,9 @@ class SegMetric:
         # dataset index -> (3,K) int64: true positives, label and prediction counts per class of that image,
         # all a dataset-level worst case over attacks needs (engine/worst_case.py)
         self.per_image_counts: dict[int, torch.Tensor] = {}
+        # run name -> the metric of one of an attack's separate runs on the same images (SEA's losses), filled by
+        # engine.evaluation when the attack reports its runs
+        self.runs: dict[str, SegMetric] = {}
 
     def update(self, pred: torch.Tensor, label: torch.Tensor, index: int) -> torch.Tensor:
         """Add one image (pred and label (H,W)); returns its confusion matrix."""
