@@ -66,21 +66,36 @@ def worst_case_choice(counts: torch.Tensor, starts: Sequence[Sequence[int]] = ()
 
 SEA_SEED = 225  # tools/worse_only.py seeds Python's random with 225 and shuffles the images with it
 SEA_TOLERANCE = 1e-6  # its rounds stop once one lowers the mIoU by at most this
+SEA_UNION_EPS = 1e-8  # it adds this to every union when it judges a candidate
+
+
+def sea_candidate_miou(total: np.ndarray, candidate: np.ndarray) -> float:
+    """The reference's estimate of the dataset mIoU after a switch, from the (3,K) counts before (`total`) and after
+    (`candidate`) it: the mean over the classes whose union is not empty *before* the switch of
+    I / (U + 1e-8). It sits just below the true mIoU, so a candidate whose mIoU equals the current one passes
+    the strict test `estimate < mIoU before the visit`, the image's current run included."""
+    union_before = total[1] + total[2] - total[0]
+    keep = union_before > 0
+    if not keep.any():
+        return 0.0
+    union = candidate[1] + candidate[2] - candidate[0]
+    return float(np.mean(candidate[0][keep] / (union[keep] + SEA_UNION_EPS)))
 
 
 def sea_worst_case(counts: torch.Tensor, start: int = 0, seed: int = SEA_SEED, max_rounds: int = 1000
                    ) -> tuple[list[int], float]:
     """SEA's dataset-level worst case over its runs, as the authors' tools/worse_only.py computes it.
 
-    counts: (R,N,3,K) per-image counts of R runs (SEA's losses) on the same N images, as worst_case_choice.
-    Every image starts on run `start` (MCE-Bal). A round visits the images in an order shuffled with
-    random.Random(seed) (reshuffled each round, as the reference's global generator seeded with 225); at an image
-    it tries the runs in order and switches to one whenever the dataset mIoU with it is below the mIoU before the
-    image was visited (so the last such run stays). Rounds end once one lowers the mIoU by at most 1e-6, or after
-    max_rounds. The mIoU is util.metrics' rule (classes whose union is not empty), in exact counts; the reference
-    sums float32 counts and, for a candidate, skips the classes that are empty before the switch, which only
-    differs when a class occurs in no image's current choice.
-    Returns (run index per image, dataset mIoU as a fraction).
+    counts: (R,N,3,K) per-image counts of R runs (SEA's losses, in order) on the same N images, as
+    worst_case_choice. Every image starts on run `start` (MCE-Bal). A round visits the images in an order shuffled
+    with random.Random(seed) (reshuffled each round, as the reference's global generator seeded with 225); at an
+    image it tries the runs in order and switches to each whose estimated mIoU (sea_candidate_miou) is below the
+    mIoU before the visit. Since the image's own run always passes that test, a visit ends on the last run, in
+    order from the image's own, that does not raise the mIoU: an image never moves to an earlier run. Rounds end
+    once one lowers the mIoU by at most 1e-6, or after max_rounds. Counts are exact here; the reference sums
+    float32 counts, which round above 2^24 pixels per class. (engine's own worst_case_choice goes on from this
+    choice to a lower one where there is one.) Returns (run index per image, dataset mIoU as a fraction, by
+    util.metrics' rule).
     """
     c = torch.as_tensor(counts).double()
     if c.dim() != 4 or c.shape[2] != 3:
@@ -104,7 +119,7 @@ def sea_worst_case(counts: torch.Tensor, start: int = 0, seed: int = SEA_SEED, m
             before = current
             for r in range(runs):
                 candidate = total - per_image[choice[i], i] + per_image[r, i]
-                if miou(candidate) < before:
+                if sea_candidate_miou(total, candidate) < before:
                     choice[i], total = r, candidate
             current = miou(total)
         if previous - current <= SEA_TOLERANCE:
@@ -139,7 +154,9 @@ def choice_scores(metrics: Sequence[SegMetric], keys: Sequence[str], choice: Seq
 
 
 SEA_RULE = ("SEA's figure (tools/worse_only.py): the dataset-level worst case over its loss runs; every image starts "
-            "on MCE-Bal and single images switch runs while the dataset mIoU drops, until a pass changes nothing")
+            "on MCE-Bal, rounds visit the images in a shuffled order (random.Random(225)) and a visit keeps the last "
+            "run, in order from the image's own, that does not raise the dataset mIoU, until a round lowers it by "
+            "at most 1e-6")
 
 
 def sea_summary(runs: dict[str, SegMetric]) -> dict:
