@@ -3,7 +3,8 @@
 A spec is the mapping `{name: <registry name>, key: <result name, optional>, <build_attack parameters>}`.
 `attack_spec` reads one, `attack_list` reads ATTACK.attacks, and `build_from_spec` builds the attack on a model
 with what the config knows and the attack cannot: DATA.ignore_index, the training list's class pixel counts for
-MCE-Bal (apgd-mce-bal, sea), and DATA.mean/std for the release RP-PGD start (the spec's own values win).
+MCE-Bal (apgd-mce-bal, sea, or MCE-Bal as a tracked loss), and DATA.mean/std for the release RP-PGD start (the
+spec's own values win).
 """
 from __future__ import annotations
 
@@ -16,7 +17,16 @@ from attack import ATTACKS, Attack, attack_parameters, build_attack
 from util.class_counts import class_pixel_counts
 from util.errors import UserError
 
-NEEDS_CLASS_COUNTS = ("apgd-mce-bal", "sea")  # MCE-Bal weights come from the training set's class frequencies
+
+def uses_mce_bal(name: str, params: dict[str, Any]) -> bool:
+    """Whether attack `name` with `params` computes MCE-Bal, whose class weights come from the training set's class
+    frequencies: APGD's loss (fixed by the name) or tracked loss, or one of SEA's losses or its tracked loss."""
+    defaults = attack_parameters(name)
+    losses = [name.removeprefix("apgd-")] if name.startswith("apgd-") else []
+    value = params.get("losses", defaults.get("losses", ()))
+    losses += [value] if isinstance(value, str) else list(value)
+    losses.append(params.get("track_loss", defaults.get("track_loss")))
+    return "mce-bal" in losses
 
 
 @dataclass(frozen=True)
@@ -63,7 +73,7 @@ def build_from_spec(spec: AttackSpec, model: nn.Module, cfg) -> Attack:
     """build_attack(spec.name, model, **params) with the config's defaults; any error names the spec's key."""
     params = dict(spec.params)
     allowed = attack_parameters(spec.name)
-    if spec.name in NEEDS_CLASS_COUNTS and "class_counts" not in params and "class_weights" not in params:
+    if uses_mce_bal(spec.name, params) and "class_counts" not in params and "class_weights" not in params:
         params["class_counts"] = class_pixel_counts(cfg)
     if "ignore_index" in allowed:
         params.setdefault("ignore_index", cfg.DATA.ignore_index)

@@ -34,6 +34,13 @@ def test_one_parser_for_every_place_that_names_an_attack(tiny_cfg):
             attack_spec({"steps": 3}, where)
     atk = build_from_spec(attack_spec({"name": "apgd-mce-bal", "steps": 2}, "k"), model, cfg)  # training counts
     assert atk.weights is not None and len(atk.class_counts) == 7
+    # the counts go where MCE-Bal is computed, and nowhere else (SEA without it would refuse them)
+    assert build_from_spec(attack_spec({"name": "sea", "steps": 4}, "k"), model, cfg).runs[0].weights is not None
+    assert build_from_spec(attack_spec({"name": "sea", "steps": 4, "losses": ["mce", "js"]}, "k"), model,
+                           cfg).class_counts is None
+    tracked = build_from_spec(attack_spec({"name": "apgd-ce", "track_loss": "mce-bal"}, "k"), model, cfg)
+    assert tracked.weights is not None
+    assert build_from_spec(attack_spec({"name": "apgd-ce"}, "k"), model, cfg).weights is None
     atk = build_from_spec(attack_spec({"name": "pgd"}, "k"), model, tiny_cfg("DATA.ignore_index", "250"))
     assert atk.ignore_index == 250
     release = build_from_spec(attack_spec({"name": "rppgd++", "variant": "release"}, "k"), model, cfg)

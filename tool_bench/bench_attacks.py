@@ -12,9 +12,10 @@ batch (N,3,size,size) in [0,1] with random labels, about 10% of them ignore_inde
 The reference is one forward+backward: the model in eval mode, the mean cross-entropy over valid pixels, and
 torch.autograd.grad of it w.r.t. the input, the pass an attack step makes. Each attack is built with steps=1
 (FGSM always makes one step) and seed 0, and one full `atk(images, labels)` call is measured. An APGD call
-with steps=1 makes two passes (its start point and one step): the table lists the forward and backward passes of
-each call, counted with module hooks (engine.passes.PassCounter) during the first call, and also divides by the
-forward passes. SEA is left out: it is a sequence of APGD runs, costed by the apgd-* rows.
+with steps=1 makes two forward passes (its start point and its one iterate) and one backward (the last iterate
+needs no gradient): the table lists the forward and backward passes of each call, counted with module hooks
+(engine.passes.PassCounter) during the first call, and also divides by the forward passes. SEA is left out: it
+is a sequence of APGD runs, costed by the apgd-* rows.
 
 Peak memory is measured first, in separate calls that also warm every entry up; then `repeats` timing rounds
 each time every entry once (interleaved, so that a slow spell of a shared machine hits all entries alike);
