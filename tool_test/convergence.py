@@ -94,9 +94,10 @@ def tables(rows: list[Row], clean_cm: torch.Tensor, args, images: int, model_pat
     sep = "|---" * (len(steps) + 1) + "|"
     family = [r for r in rows if r.group in ("pgd family", "ablation")]
     lines = [f"# Convergence study: {model_path}", "",
-             f"{images} validation images, protocol `{protocol}`, eps {args.eps:g}, clean mIoU {percent(clean_cm)}.",
-             "", f"## mIoU (%) after T steps (PGD family, alpha {args.alpha:g}; one run per T)", "", head, sep]
-    lines += [f"| {r.label} | " + " | ".join(percent(r.result[t]) for t in steps) + " |" for r in family]
+             f"{images} validation images, protocol `{protocol}`, eps {args.eps:g}, clean mIoU {percent(clean_cm)}."]
+    if family:
+        lines += ["", f"## mIoU (%) after T steps (PGD family, alpha {args.alpha:g}; one run per T)", "", head, sep]
+        lines += [f"| {r.label} | " + " | ".join(percent(r.result[t]) for t in steps) + " |" for r in family]
     apgd = [r for r in rows if r.group == "apgd"]
     if apgd:
         lines += ["", "## APGD and SEA at their own budgets", "", "| attack | steps | mIoU (%) |", "|---|---|---|"]
