@@ -32,6 +32,9 @@ def test_fraction_and_int_promotion(tmp_path):
     assert cfg.TRAIN.crop_size == [97, 97]
     assert cfg.TRAIN.weight_decay == 1.0 and isinstance(cfg.TRAIN.weight_decay, float)
     assert cfg.TEST.stride_rate == pytest.approx(2 / 3)
+    # YAML 1.1 reads an exponent without a dot as a string; a number key still takes it
+    cfg = load_config(write_yaml(tmp_path / "e.yaml", "TRAIN: {weight_decay: 1e-4}\n"), ["TRAIN.base_lr", "5E-3"])
+    assert cfg.TRAIN.weight_decay == 1e-4 and cfg.TRAIN.base_lr == 5e-3
 
 
 def test_resolved_config_round_trips(tmp_path):

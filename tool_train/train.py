@@ -29,40 +29,58 @@ from tqdm import tqdm
 from attack import Attack
 from engine.attacks import attack_spec, build_from_spec
 from engine.evaluation import evaluate
+from engine.interrupts import StopRequests
 from engine.protocols import Protocol, build_protocol
+from engine.resume import Checkpoints, ResumePoint, TrainingState, resume_point, set_rng_states
 from engine.training import adversarial_count, build_optimizer, build_scheduler, seed_epoch, train_step
 from model import build_model
-from util.checkpoint import load_checkpoint, load_model_state, save_checkpoint
+from util.checkpoint import load_checkpoint, load_model_state
 from util.classes import class_names
 from util.config import config_from_cli, run_dir, save_config
 from util.dataset import build_dataset, make_loader
 from util.demo_data import ensure_demo_data
 from util.distributed import DistEnv, all_reduce_sum, barrier, cleanup, init_distributed, use_sync_bn, wrap_ddp
-from util.errors import UserError, run_cli
+from util.errors import EXIT_NON_FINITE, EXIT_STOPPED, RunStopped, UserError, run_cli
 from util.logger import make_logger
 from util.loss import loss_and_accuracy_sums
 
 
-def train_epoch(net, loader, optimizer, scheduler, cfg, env: DistEnv, bar: tqdm, writer, logger, epoch: int,
-                attack: Attack | None) -> dict[str, float]:
-    """One epoch (adversarial when `attack` is given); returns the epoch's mean losses and pixel accuracies
-    over all processes."""
+def new_sums() -> dict[str, torch.Tensor]:
+    """An epoch's running sums on this process: loss * n, aux loss * n, n; and (adversarial, clean) x (CE sum,
+    correct, valid pixels)."""
+    return {"loss": torch.zeros(3, dtype=torch.float64), "parts": torch.zeros(2, 3, dtype=torch.float64)}
+
+
+def train_epoch(net, batches, first: int, iters: int, optimizer, scheduler, cfg, env: DistEnv, bar: tqdm, writer,
+                logger, epoch: int, attack: Attack | None, sums: dict[str, torch.Tensor], stop: StopRequests,
+                checkpoints: Checkpoints, best: dict) -> dict[str, float]:
+    """Iterations first..iters of an epoch (adversarial when `attack` is given) from `batches`, adding to `sums`;
+    returns the epoch's mean losses and pixel accuracies over all processes.
+
+    After each iteration every process learns whether any got SIGTERM/SIGUSR1 (then model/last.pth is written
+    mid-epoch and the run stops with exit code 75) or a non-finite loss (the run stops with exit code 3, keeping
+    the last good checkpoint); model/last.pth is also written every TRAIN.save_iters iterations.
+    """
     ignore = cfg.DATA.ignore_index
     net.train()
-    sums = torch.zeros(3, dtype=torch.float64)  # loss * n, aux loss * n, n
-    parts = torch.zeros(2, 3, dtype=torch.float64)  # (adversarial, clean) x (CE sum, correct, valid pixels)
-    for it, (images, labels, _) in enumerate(loader, start=1):
+    for it, (images, labels, _) in enumerate(batches, start=first):
         images = images.to(env.device, non_blocking=True)
         labels = labels.to(env.device, non_blocking=True)
         logits, main_loss, aux_loss, n_adv = train_step(net, images, labels, optimizer, scheduler, cfg, attack)
+        losses = torch.stack([main_loss, aux_loss]).detach()
+        requested, non_finite = stop.check(losses, env)
+        step = scheduler.last_epoch
+        if non_finite:
+            raise RunStopped(f"non-finite training loss at epoch {epoch} iteration {it}/{iters} (iteration {step} of "
+                             f"the run): loss {float(losses[0]):.6g}, aux loss {float(losses[1]):.6g} on process "
+                             f"{env.rank}; {checkpoints.kept()}", EXIT_NON_FINITE)
 
         per_image = loss_and_accuracy_sums(logits, labels, ignore).cpu()  # (N,3)
         step_parts = torch.stack([per_image[:n_adv].sum(0), per_image[n_adv:].sum(0)])
-        parts += step_parts
-        stats = torch.stack([main_loss, aux_loss]).double().cpu()
-        sums += torch.cat([stats * len(images), torch.tensor([len(images)], dtype=torch.float64)])
+        sums["parts"] += step_parts
+        stats = losses.double().cpu()
+        sums["loss"] += torch.cat([stats * len(images), torch.tensor([len(images)], dtype=torch.float64)])
         lr = optimizer.param_groups[0]["lr"]
-        step = scheduler.last_epoch
         bar.update()
         bar.set_postfix(epoch=epoch, loss=f"{stats[0]:.3f}", lr=f"{lr:.2e}")
         if env.is_main:
@@ -73,12 +91,18 @@ def train_epoch(net, loader, optimizer, scheduler, cfg, env: DistEnv, bar: tqdm,
                 if valid:
                     writer.add_scalar(f"train/{name}_loss", ce / valid, step)
                     writer.add_scalar(f"train/{name}_pixel_acc", correct / valid, step)
-            if it % cfg.TRAIN.print_freq == 0 or it == len(loader):
-                logger.info(f"epoch {epoch} iter {it}/{len(loader)} loss {stats[0]:.4f} aux {stats[1]:.4f} "
+            if it % cfg.TRAIN.print_freq == 0 or it == iters:
+                logger.info(f"epoch {epoch} iter {it}/{iters} loss {stats[0]:.4f} aux {stats[1]:.4f} "
                             f"{describe_parts(step_parts)} lr {lr:.3e}")
-    total = all_reduce_sum(torch.cat([sums, parts.flatten()]).to(env.device), env).cpu()
-    sums, parts = total[:3], total[3:].view(2, 3)
-    out = {"loss": float(sums[0] / sums[2]), "aux_loss": float(sums[1] / sums[2])}
+        periodic = cfg.TRAIN.save_iters and it % cfg.TRAIN.save_iters == 0
+        if it < iters and (requested or periodic):
+            path = checkpoints.save(TrainingState(epoch - 1, it, best, sums))
+            if requested:
+                raise RunStopped(f"{stop.name()} received: stopped after epoch {epoch} iteration {it}/{iters} with "
+                                 f"checkpoint {path}; continue with TRAIN.resume auto", EXIT_STOPPED)
+    total = all_reduce_sum(torch.cat([sums["loss"], sums["parts"].flatten()]).to(env.device), env).cpu()
+    loss_sums, parts = total[:3], total[3:].view(2, 3)
+    out = {"loss": float(loss_sums[0] / loss_sums[2]), "aux_loss": float(loss_sums[1] / loss_sums[2])}
     for name, (ce, correct, valid) in zip(("adv", "clean"), parts.tolist()):
         if valid:
             out[f"{name}_loss"], out[f"{name}_pixel_acc"] = ce / valid, correct / valid
@@ -124,7 +148,8 @@ def main(argv: list[str] | None = None) -> None:
     env = init_distributed(cfg.DIST.backend)
     t = cfg.TRAIN
     if t.batch_size % env.world:
-        raise UserError(f"TRAIN.batch_size {t.batch_size} must be divisible by the {env.world} processes")
+        raise UserError(f"TRAIN.batch_size {t.batch_size} (the global batch) must be divisible by the world size "
+                        f"{env.world} (NPROC x NNODES processes)")
     # Check the data before anything is written to the run folder.
     if env.is_main:
         ensure_demo_data(cfg, make_logger("train", None))
@@ -157,19 +182,20 @@ def main(argv: list[str] | None = None) -> None:
         subset = Subset(val_set, range(min(a.val_images or len(val_set), len(val_set))))
         robust_loader = make_loader(subset, cfg.TEST.batch_size, cfg.DATA.workers, env.rank, env.world, False)
     optimizer = build_optimizer(model, cfg)
-    max_iter = t.epochs * len(train_loader)
+    iters = len(train_loader)  # iterations per epoch
+    max_iter = t.epochs * iters
     scheduler = build_scheduler(optimizer, cfg, max_iter)
-    start_epoch = 1
+    point = ResumePoint()
     best = {"metric": "robust_mIoU" if robust_attack is not None else "mIoU", "value": None, "epoch": None}
     resume = t.resume
-    if resume == "auto":
+    if resume == "auto":  # the newest complete checkpoint: last.pth is only ever replaced whole
         resume = str(out_dir / "model" / "last.pth") if (out_dir / "model" / "last.pth").is_file() else ""
     if resume:
         state = load_checkpoint(resume, key="TRAIN.resume")
         load_model_state(model, state["model"], f"TRAIN.resume '{resume}'")
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        start_epoch = state["epoch"] + 1
+        point = resume_point(state, env, iters, f"TRAIN.resume '{resume}'")
         best = state.get("best", best)
 
     # Inputs are all checked: now the run folder is written.
@@ -179,7 +205,12 @@ def main(argv: list[str] | None = None) -> None:
     logger = make_logger("train", out_dir / "train.log", enabled=env.is_main)
     logger.info(f"run folder {out_dir}; {env.world} process(es) on {env.device.type}")
     if resume:
-        logger.info(f"resumed from {resume} after epoch {start_epoch - 1}")
+        logger.info(f"resumed from {resume} after epoch {point.epoch}"
+                    + (f" and {point.iteration} iteration(s) of epoch {point.epoch + 1}" if point.iteration else ""))
+    if env.distributed and not use_sync_bn(cfg.DIST.sync_bn, env):
+        logger.info(f"SyncBatchNorm off (DIST.sync_bn {cfg.DIST.sync_bn}"
+                    + (": it needs CUDA" if env.device.type != "cuda" else "") + "): each process normalises its "
+                    "own part of the batch")
     if attack is not None:
         logger.info(f"adversarial training: {adversarial_count(per_process, a.adv_ratio)} of {per_process} images "
                     f"per process and step replaced by {attack!r}")
@@ -191,33 +222,41 @@ def main(argv: list[str] | None = None) -> None:
     logger.info(f"{len(train_set)} training images, {len(val_set)} validation images, "
                 f"{len(train_loader)} iterations per epoch, {max_iter} in all")
 
+    checkpoints = Checkpoints(model, optimizer, scheduler, env, out_dir / "model")
     start = time.time()
-    bar = tqdm(total=max_iter, initial=(start_epoch - 1) * len(train_loader), disable=not env.is_main,
+    bar = tqdm(total=max_iter, initial=point.epoch * iters + point.iteration, disable=not env.is_main,
                desc="train", dynamic_ncols=True)
-    for epoch in range(start_epoch, t.epochs + 1):
-        seed_epoch(cfg.EXP.seed, epoch, env.rank)
-        train_set.set_epoch(epoch)
-        train_loader.sampler.set_epoch(epoch)
-        stats = train_epoch(net, train_loader, optimizer, scheduler, cfg, env, bar, writer, logger, epoch, attack)
-        logger.info(f"epoch {epoch}/{t.epochs}: " + " ".join(f"{k} {v:.4f}" for k, v in stats.items()))
-        if env.is_main:
-            for k, v in stats.items():
-                writer.add_scalar(f"epoch/{k}", v, epoch)
-        improved = False
-        if t.eval_freq and (epoch % t.eval_freq == 0 or epoch == t.epochs):
-            res = validate(protocol, val_loader, robust_loader, robust_attack, cfg, env, logger, writer, epoch)
-            if best["value"] is None or res[best["metric"]] > best["value"]:
-                best, improved = {"metric": best["metric"], "value": res[best["metric"]], "epoch": epoch}, True
-        if env.is_main:
-            state = {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "best": best}
-            save_checkpoint(state, out_dir / "model" / "last.pth")
+    with StopRequests() as stop:  # SIGTERM/SIGUSR1 from here on: a checkpoint, then exit code 75
+        for epoch in range(point.epoch + 1, t.epochs + 1):
+            skip = point.iteration if epoch == point.epoch + 1 else 0
+            seed_epoch(cfg.EXP.seed, epoch, env.rank)
+            train_set.set_epoch(epoch)
+            train_loader.sampler.set_epoch(epoch, skip * per_process)
+            batches = iter(train_loader)  # creating the iterator draws from torch's RNG, so it comes first
+            sums = new_sums()
+            if skip:  # mid-epoch: this process's RNG and sums as they were after iteration `skip`
+                set_rng_states(point.rng)
+                sums = point.sums
+            stats = train_epoch(net, batches, skip + 1, iters, optimizer, scheduler, cfg, env, bar, writer, logger,
+                                epoch, attack, sums, stop, checkpoints, best)
+            logger.info(f"epoch {epoch}/{t.epochs}: " + " ".join(f"{k} {v:.4f}" for k, v in stats.items()))
+            if env.is_main:
+                for k, v in stats.items():
+                    writer.add_scalar(f"epoch/{k}", v, epoch)
+            improved = False
+            if t.eval_freq and (epoch % t.eval_freq == 0 or epoch == t.epochs):
+                res = validate(protocol, val_loader, robust_loader, robust_attack, cfg, env, logger, writer, epoch)
+                if best["value"] is None or res[best["metric"]] > best["value"]:
+                    best, improved = {"metric": best["metric"], "value": res[best["metric"]], "epoch": epoch}, True
+            also = (("best.pth",) if improved else ()) + ((f"epoch_{epoch}.pth",) if t.save_freq and
+                                                           epoch % t.save_freq == 0 else ())
+            checkpoints.save(TrainingState(epoch, 0, best), also)
             if improved:
-                save_checkpoint(state, out_dir / "model" / "best.pth")
                 logger.info(f"epoch {epoch}: best {best['metric']} so far ({best['value']:.4f}), model/best.pth")
-            if t.save_freq and epoch % t.save_freq == 0:
-                save_checkpoint(state, out_dir / "model" / f"epoch_{epoch}.pth")
-        barrier(env)
+            if stop.check(torch.zeros(1), env)[0] and epoch < t.epochs:  # a signal during validation or saving
+                raise RunStopped(f"{stop.name()} received: stopped after epoch {epoch} with checkpoint "
+                                 f"{checkpoints.last}; continue with TRAIN.resume auto", EXIT_STOPPED)
+            barrier(env)
     bar.close()
     logger.info(f"training finished in {time.time() - start:.0f} s; checkpoint {out_dir / 'model' / 'last.pth'}")
     if writer is not None:

@@ -8,16 +8,23 @@ from typing import Any
 import torch
 from torch import nn
 
-from util.errors import UserError
+from util.errors import EXIT_WRITE_FAILED, RunStopped, UserError
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
-    """torch.save to `path` so that a crash never leaves a half-written file under that name."""
+    """torch.save to a temporary file, then rename it to `path`, so that a crash never leaves a half-written file
+    under that name. A write that fails (a full disk) removes the temporary file, keeps the last good `path` and
+    stops the run (RunStopped, exit code 4) with a message naming it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:  # torch.save reports a failed write as a RuntimeError
+        tmp.unlink(missing_ok=True)
+        kept = f"the last good checkpoint '{path}' is kept" if path.is_file() else f"no checkpoint '{path}' exists yet"
+        raise RunStopped(f"cannot write checkpoint '{path}': {exc}; {kept}", EXIT_WRITE_FAILED) from exc
 
 
 def load_checkpoint(path: str | Path, key: str = "TEST.model_path") -> dict[str, Any]:

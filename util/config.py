@@ -64,6 +64,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "aux_weight": 0.4,
         "eval_freq": 1,  # validate every N epochs (0: never)
         "save_freq": 10,  # keep model/epoch_<N>.pth every N epochs (0: only last.pth)
+        "save_iters": 0,  # also write model/last.pth every N iterations within an epoch (0: at epoch ends only)
         "resume": "",  # a checkpoint written by train.py; "auto": <run>/model/last.pth if present
         "print_freq": 10,  # log a line every N iterations
     },
@@ -115,6 +116,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
 }
 
 _FRACTION = re.compile(r"^\s*[-+]?\d+(\.\d*)?\s*/\s*\d+(\.\d*)?\s*$")
+_EXPONENT = re.compile(r"^\s*[-+]?\d+(\.\d*)?[eE][-+]?\d+\s*$")  # 1e-4, 5E3
 
 
 class Config(dict):
@@ -307,6 +309,8 @@ def _to_float(value: Any, bad) -> float:
         if den == 0:
             raise bad("a number (division by zero)")
         return float(num / den)
+    if isinstance(value, str) and _EXPONENT.match(value):  # YAML 1.1 reads 1e-4 (no dot) as a string
+        return float(value)
     raise bad("a number (or a fraction such as 8/255)")
 
 
@@ -360,3 +364,9 @@ def _check_values(cfg: Config) -> None:
         raise UserError(f"ADV_TRAIN.adv_ratio must be in (0, 1], got {cfg.ADV_TRAIN.adv_ratio}")
     if cfg.ADV_TRAIN.val_images < 0 or cfg.TEST.num_images < 0:
         raise UserError("ADV_TRAIN.val_images and TEST.num_images must be >= 0")
+    for name in ("TRAIN.save_freq", "TRAIN.save_iters", "TRAIN.eval_freq"):
+        section, key = name.split(".")
+        if cfg[section][key] < 0:
+            raise UserError(f"{name} must be >= 0 (0: off), got {cfg[section][key]}")
+    if cfg.TRAIN.print_freq < 1:
+        raise UserError(f"TRAIN.print_freq must be >= 1, got {cfg.TRAIN.print_freq}")

@@ -109,7 +109,9 @@ class SegDataset(Dataset):
 
 
 class ShardSampler(Sampler[int]):
-    """Every `world`-th index starting at `rank`, shuffled per epoch from (seed, epoch) for training.
+    """Every `world`-th index starting at `rank`, shuffled per epoch from (seed, epoch) for training: with a global
+    batch of B = world x per-process batch, iteration i trains on the images order[i*B:(i+1)*B] of one order that
+    depends on (seed, epoch) only, whatever the processes and machines.
 
     Unlike DistributedSampler it never repeats samples, so evaluation counts each image exactly once;
     training drops the remainder so every process runs the same number of iterations.
@@ -117,10 +119,11 @@ class ShardSampler(Sampler[int]):
 
     def __init__(self, size: int, rank: int, world: int, shuffle: bool, seed: int = 0, drop_last: bool = False):
         self.size, self.rank, self.world = size, rank, world
-        self.shuffle, self.seed, self.drop_last, self.epoch = shuffle, seed, drop_last, 0
+        self.shuffle, self.seed, self.drop_last, self.epoch, self.skip = shuffle, seed, drop_last, 0, 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        """The epoch whose order to give, leaving out the first `skip` indices of this shard (a resumed epoch)."""
+        self.epoch, self.skip = epoch, skip
 
     def _indices(self) -> list[int]:
         if self.shuffle:
@@ -130,7 +133,7 @@ class ShardSampler(Sampler[int]):
             order = list(range(self.size))
         if self.drop_last:
             order = order[: self.size // self.world * self.world]
-        return order[self.rank:: self.world]
+        return order[self.rank:: self.world][self.skip:]
 
     def __iter__(self) -> Iterator[int]:
         return iter(self._indices())

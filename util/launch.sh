@@ -1,9 +1,13 @@
 #!/bin/sh
 # The one launcher behind every tool_*/<dataset>/*.sh: torchrun with NPROC processes.
 #   sh util/launch.sh SCRIPT CONFIG [SECTION.key value ...]
-# NPROC: number of processes (default: the visible GPUs, else 1 CPU process). One process runs the script
-# directly: the same code (util/distributed.py sees a world of 1 either way), and a bad input ends with its
-# one-line message and exit code 2 instead of torchrun's ChildFailedError traceback.
+# NPROC: processes per machine (default: the visible GPUs, else 1 CPU process). One process on one machine runs
+# the script directly: the same code (util/distributed.py sees a world of 1 either way), and a bad input ends with
+# its one-line message and exit code 2 instead of torchrun's ChildFailedError traceback.
+# NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT: one run over several machines. Start the same command on every
+# machine with NNODES (machines), its own NODE_RANK (0 .. NNODES-1), and MASTER_ADDR/MASTER_PORT of machine 0
+# (default port 29500); torchrun's static rendezvous then numbers the processes node by node. Without NNODES
+# (or with NNODES=1 and no MASTER_ADDR) the run stays on this machine (torchrun --standalone).
 # PYTHON: the interpreter (default: .venv/bin/python when it exists, else python3).
 set -eu
 cd "$(dirname "$0")/.."
@@ -17,7 +21,17 @@ if [ -z "${NPROC:-}" ]; then
     NPROC=$("$PYTHON" -c "import torch; print(max(torch.cuda.device_count(), 1))")
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-if [ "$NPROC" = 1 ]; then
-    exec "$PYTHON" "$script" --config "$config" "$@"
+NNODES=${NNODES:-1}
+if [ "$NNODES" = 1 ] && [ -z "${MASTER_ADDR:-}" ]; then
+    if [ "$NPROC" = 1 ]; then
+        exec "$PYTHON" "$script" --config "$config" "$@"
+    fi
+    exec "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node="$NPROC" "$script" --config "$config" "$@"
 fi
-exec "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node="$NPROC" "$script" --config "$config" "$@"
+if [ -z "${NODE_RANK:-}" ] || [ -z "${MASTER_ADDR:-}" ]; then
+    echo "error: a run over NNODES=$NNODES machines needs NODE_RANK (this machine, 0 .. $((NNODES - 1))) and" \
+        "MASTER_ADDR (machine 0's address)" >&2
+    exit 2
+fi
+exec "$PYTHON" -m torch.distributed.run --nnodes="$NNODES" --node_rank="$NODE_RANK" --nproc_per_node="$NPROC" \
+    --master_addr="$MASTER_ADDR" --master_port="${MASTER_PORT:-29500}" "$script" --config "$config" "$@"

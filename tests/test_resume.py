@@ -1,0 +1,185 @@
+"""Runs that survive faults (the issue "Runs that span machines"): stop requests, exact resume after SIGTERM or
+SIGKILL, non-finite losses, failed checkpoint writes, and the sampler that makes a resumed epoch repeat."""
+from __future__ import annotations
+
+import errno
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import ROOT
+from engine.interrupts import StopRequests
+from engine.resume import ResumePoint, resume_point
+from util.checkpoint import save_checkpoint
+from util.dataset import ShardSampler
+from util.distributed import single_process
+from util.errors import EXIT_NON_FINITE, EXIT_STOPPED, EXIT_WRITE_FAILED, RunStopped, UserError
+
+# ---- fast: the pieces --------------------------------------------------------------------------------------
+
+
+def test_stop_requests_turn_signals_into_a_flag():
+    env = single_process(torch.device("cpu"))
+    previous = signal.getsignal(signal.SIGUSR1)
+    with StopRequests() as stop:
+        assert stop.check(torch.ones(2), env) == (False, False)
+        os.kill(os.getpid(), signal.SIGUSR1)  # handled: the process goes on
+        assert stop.check(torch.ones(2), env) == (True, False) and stop.name() == "SIGUSR1"
+        assert stop.check(torch.tensor([1.0, float("nan")]), env) == (True, True)
+    assert signal.getsignal(signal.SIGUSR1) is previous
+    with StopRequests() as stop:
+        assert stop.check(torch.tensor([float("inf")]), env) == (False, True)
+
+
+def test_a_failed_checkpoint_write_keeps_the_last_good_one(tmp_path, monkeypatch):
+    path = tmp_path / "model" / "last.pth"
+    save_checkpoint({"model": {"w": torch.ones(2)}}, path)
+
+    def full_disk(obj, f, *a, **k):
+        open(f, "wb").write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(RunStopped, match=r"cannot write checkpoint .*last.pth.*No space left.*last good checkpoint") \
+            as info:
+        save_checkpoint({"model": {"w": torch.zeros(2)}}, path)
+    assert info.value.exit_code == EXIT_WRITE_FAILED == 4
+    monkeypatch.undo()
+    assert torch.equal(torch.load(path, weights_only=True)["model"]["w"], torch.ones(2))
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.pth"], "no temporary file left behind"
+
+
+def test_resume_point_of_a_mid_epoch_checkpoint():
+    env = single_process(torch.device("cpu"))
+    assert resume_point({"epoch": 2}, env, 10, "c") == ResumePoint(2)  # an old checkpoint: a boundary
+    rng = {"torch": torch.get_rng_state(), "cuda": None}
+    sums = {"loss": torch.ones(3)}
+    state = {"epoch": 1, "iteration": 3, "world": 1, "processes": [{"rng": rng, "sums": sums}]}
+    point = resume_point(state, env, 10, "c")
+    assert (point.epoch, point.iteration) == (1, 3) and point.sums is sums
+    with pytest.raises(UserError, match=r"mid-epoch \(epoch 2, iteration 3\) by 2 process\(es\); continue it with 2"):
+        resume_point({**state, "world": 2, "processes": [state["processes"][0]] * 2}, env, 10, "c")
+    with pytest.raises(UserError, match="an epoch now has 3 iterations"):
+        resume_point(state, env, 3, "c")
+
+
+@pytest.mark.parametrize("world", [1, 2, 4])
+def test_the_sampler_order_depends_on_seed_and_epoch_only(world):
+    """Iteration i of a global batch of 4 trains on the same images whatever the world size; skipping k indices
+    of a shard continues it."""
+    def global_batches(w):
+        shards = []
+        for r in range(w):
+            sampler = ShardSampler(18, r, w, shuffle=True, seed=5, drop_last=True)
+            sampler.set_epoch(3)
+            shards.append(list(sampler))
+        per = 4 // w
+        return [sorted(i for shard in shards for i in shard[b * per:(b + 1) * per]) for b in range(18 // 4)]
+    assert global_batches(world) == global_batches(1)
+    s = ShardSampler(18, 0, world, shuffle=True, seed=5, drop_last=True)
+    s.set_epoch(3)
+    full = list(s)
+    s.set_epoch(3, skip=2)
+    assert list(s) == full[2:]
+
+
+# ---- slow: real runs killed and resumed ------------------------------------------------------------------------
+
+def overrides(tiny_data, exp, name):
+    return ["DATA.data_root", str(tiny_data), "DATA.workers", "0", "EXP.root", str(exp), "EXP.name", name,
+            "MODEL.head_channels", "32", "TRAIN.batch_size", "4", "TRAIN.crop_size", "40", "TRAIN.print_freq", "1",
+            "TRAIN.epochs", "2", "TRAIN.eval_freq", "0", "TRAIN.save_freq", "0", "ADV_TRAIN.attack.steps", "1"]
+
+
+CONFIG = str(ROOT / "config/demo/demo_pspnet18_sat.yaml")  # adversarial: random starts and dropout use the RNG
+
+
+def train_cmd(tiny_data, exp, name, *extra):
+    return [sys.executable, str(ROOT / "tool_train/train.py"), "--config", CONFIG, *overrides(tiny_data, exp, name),
+            *extra]
+
+
+def run_env():
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def weights(exp, name):
+    return torch.load(exp / "demo" / name / "model" / "last.pth", weights_only=True)
+
+
+def wait_for(log, text, proc, timeout=300):
+    start = time.time()
+    while time.time() - start < timeout:
+        if log.is_file() and text in log.read_text():
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    raise AssertionError(f"'{text}' never appeared in {log}")
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory, tiny_data):
+    exp = tmp_path_factory.mktemp("straight")
+    subprocess.run(train_cmd(tiny_data, exp, "run"), check=True, capture_output=True, env=run_env(), timeout=600)
+    return weights(exp, "run")
+
+
+def assert_same_weights(a, b):
+    assert a["epoch"] == b["epoch"] == 2 and a["iteration"] == b["iteration"] == 0
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
+def test_a_signal_mid_epoch_checkpoints_and_the_resumed_run_is_exact(tmp_path, tiny_data, straight, sig):
+    log = tmp_path / "demo" / "run" / "train.log"
+    proc = subprocess.Popen(train_cmd(tiny_data, tmp_path, "run"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=run_env())
+    wait_for(log, "epoch 1 iter 2/4", proc)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == EXIT_STOPPED == 75, err[-2000:]
+    assert f"{sig.name} received: stopped after epoch" in err and "TRAIN.resume auto" in err
+    mid = weights(tmp_path, "run")
+    # the log line of iteration 2 comes after its check, so the stop comes after iteration 3, or at the epoch's end
+    assert mid["world"] == 1 and (mid["epoch"], mid["iteration"]) in {(0, 3), (1, 0)}
+    done = subprocess.run(train_cmd(tiny_data, tmp_path, "run", "TRAIN.resume", "auto"), capture_output=True,
+                          text=True, env=run_env(), timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "resumed from" in log.read_text()
+    assert_same_weights(straight, weights(tmp_path, "run"))
+
+
+@pytest.mark.slow
+def test_sigkill_at_a_random_iteration_then_resume_is_exact(tmp_path, tiny_data, straight):
+    """Checkpoints every iteration (TRAIN.save_iters 1); killed without warning at a random iteration, the run
+    continues from the newest complete one."""
+    at = random.Random(os.getpid()).randint(1, 7)  # one of the 8 iterations of the 2 epochs
+    log = tmp_path / "demo" / "run" / "train.log"
+    proc = subprocess.Popen(train_cmd(tiny_data, tmp_path, "run", "TRAIN.save_iters", "1"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=run_env())
+    wait_for(log, f"epoch {1 + (at - 1) // 4} iter {1 + (at - 1) % 4}/4", proc)
+    proc.kill()
+    proc.communicate(timeout=60)
+    done = subprocess.run(train_cmd(tiny_data, tmp_path, "run", "TRAIN.resume", "auto", "TRAIN.save_iters", "1"),
+                          capture_output=True, text=True, env=run_env(), timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert_same_weights(straight, weights(tmp_path, "run"))
+
+
+@pytest.mark.slow
+def test_a_non_finite_loss_stops_the_run(tmp_path, tiny_data):
+    """A learning rate of 1e12 makes the loss non-finite within a few iterations: the run stops there, names the
+    iteration and the loss, writes nothing and exits with code 3."""
+    proc = subprocess.run(train_cmd(tiny_data, tmp_path, "run", "TRAIN.base_lr", "1e12", "ADV_TRAIN.method", "none"),
+                          capture_output=True, text=True, env=run_env(), timeout=600)
+    assert proc.returncode == EXIT_NON_FINITE == 3, proc.stderr[-2000:]
+    assert "stopped: non-finite training loss at epoch 1 iteration" in proc.stderr
+    assert "no checkpoint was written yet" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "demo" / "run" / "model" / "last.pth").exists()
