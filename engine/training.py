@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from attack import Attack
+from util.distributed import share_buffers
 from util.loss import segmentation_loss
 
 
@@ -60,7 +61,9 @@ def train_step(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, optim
     `attack` is given (built on the unwrapped model; ADV_TRAIN.adv_ratio of the batch is replaced).
 
     Returns the main logits (detached), the main and auxiliary losses (detached) and the number of adversarial
-    images at the front of the batch.
+    images at the front of the batch. Under DDP every process then takes rank 0's BatchNorm statistics (what DDP
+    broadcasts before the next forward anyway), so the next attack, a validation and a checkpoint see one model on
+    every process, and a resumed run continues exactly.
     """
     n_adv = 0
     if attack is not None:
@@ -73,4 +76,5 @@ def train_step(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, optim
     loss.backward()
     optimizer.step()
     scheduler.step()
+    share_buffers(net)
     return out["out"].detach(), main_loss.detach(), aux_loss.detach(), n_adv

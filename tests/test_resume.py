@@ -90,10 +90,11 @@ def test_the_sampler_order_depends_on_seed_and_epoch_only(world):
 
 # ---- slow: real runs killed and resumed ------------------------------------------------------------------------
 
-def overrides(tiny_data, exp, name):
+def overrides(tiny_data, exp, name, epochs=2):
+    """Two epochs of 4 iterations of adversarial training (RP-PGD++, 1 step) on the 16 tiny images."""
     return ["DATA.data_root", str(tiny_data), "DATA.workers", "0", "EXP.root", str(exp), "EXP.name", name,
             "MODEL.head_channels", "32", "TRAIN.batch_size", "4", "TRAIN.crop_size", "40", "TRAIN.print_freq", "1",
-            "TRAIN.epochs", "2", "TRAIN.eval_freq", "0", "TRAIN.save_freq", "0", "ADV_TRAIN.attack.steps", "1"]
+            "TRAIN.epochs", str(epochs), "TRAIN.eval_freq", "0", "TRAIN.save_freq", "0", "ADV_TRAIN.attack.steps", "1"]
 
 
 CONFIG = str(ROOT / "config/demo/demo_pspnet18_sat.yaml")  # adversarial: random starts and dropout use the RNG
@@ -183,3 +184,68 @@ def test_a_non_finite_loss_stops_the_run(tmp_path, tiny_data):
     assert "stopped: non-finite training loss at epoch 1 iteration" in proc.stderr
     assert "no checkpoint was written yet" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "demo" / "run" / "model" / "last.pth").exists()
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_nodes_train_like_one_node_of_two_processes(tmp_path, tiny_data):
+    """Two launcher calls on this machine as two nodes of one process each (NNODES=2, NODE_RANK 0 and 1,
+    MASTER_ADDR 127.0.0.1) reach the weights of one node running two processes."""
+    launcher = ["sh", str(ROOT / "tool_train/demo/psp_train_sat.sh")]
+    common = overrides(tiny_data, tmp_path, "one_node", epochs=1)
+    base = {**run_env(), "PYTHON": sys.executable}
+    one = subprocess.run(launcher + common, capture_output=True, text=True, timeout=600,
+                         env={**base, "NPROC": "2"})
+    assert one.returncode == 0, one.stderr[-3000:]
+    two_nodes = [c if c != "one_node" else "two_nodes" for c in common]
+    port = str(free_port())
+    procs = [subprocess.Popen(launcher + two_nodes, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**base, "NPROC": "1", "NNODES": "2", "NODE_RANK": str(rank),
+                                   "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}) for rank in (0, 1)]
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-3000:]
+    log = (tmp_path / "demo" / "two_nodes" / "train.log").read_text()
+    assert "2 process(es)" in log and "SyncBatchNorm off" in log
+    a, b = weights(tmp_path, "one_node"), weights(tmp_path, "two_nodes")
+    assert a["world"] == b["world"] == 2
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+
+
+def test_a_multi_node_launch_needs_its_rank_and_master(tmp_path):
+    proc = subprocess.run(["sh", str(ROOT / "util/launch.sh"), "tool_train/train.py", "config/demo/demo_pspnet18.yaml"],
+                          capture_output=True, text=True, env={**os.environ, "NNODES": "2", "NPROC": "1",
+                                                               "PYTHON": sys.executable})
+    assert proc.returncode == 2 and "needs NODE_RANK" in proc.stderr and "MASTER_ADDR" in proc.stderr
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_launcher_of_two_processes_then_resume_is_exact(tmp_path, tiny_data):
+    """Under torchrun (NPROC=2) the launcher passes SIGTERM to the workers, which checkpoint mid-epoch with both
+    processes' RNG states; the launcher exits with their code 75, and the resumed run reaches the weights of an
+    uninterrupted two-process run."""
+    launcher = ["sh", str(ROOT / "tool_train/demo/psp_train_sat.sh")]
+    env = {**run_env(), "PYTHON": sys.executable, "NPROC": "2"}
+    done = subprocess.run(launcher + overrides(tiny_data, tmp_path, "straight"), capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    log = tmp_path / "demo" / "run" / "train.log"
+    proc = subprocess.Popen(launcher + overrides(tiny_data, tmp_path, "run"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    wait_for(log, "epoch 1 iter 2/4", proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == EXIT_STOPPED, err[-3000:]
+    mid = weights(tmp_path, "run")
+    assert mid["world"] == 2 and len(mid["processes"]) == 2
+    resumed = subprocess.run(launcher + overrides(tiny_data, tmp_path, "run") + ["TRAIN.resume", "auto"],
+                             capture_output=True, text=True, env=env, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_weights(weights(tmp_path, "straight"), weights(tmp_path, "run"))

@@ -61,6 +61,23 @@ def wrap_ddp(model: nn.Module, env: DistEnv) -> nn.Module:
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
+def share_buffers(net: nn.Module) -> None:
+    """Under DistributedDataParallel, give every process rank 0's buffers (BatchNorm statistics), one broadcast per
+    dtype; nothing otherwise."""
+    if not isinstance(net, nn.parallel.DistributedDataParallel):
+        return
+    groups: dict[torch.dtype, list[torch.Tensor]] = {}
+    for b in net.module.buffers():
+        groups.setdefault(b.dtype, []).append(b)
+    for buffers in groups.values():
+        flat = torch.cat([b.detach().reshape(-1) for b in buffers])
+        dist.broadcast(flat, src=0)
+        offset = 0
+        for b in buffers:
+            b.data.copy_(flat[offset:offset + b.numel()].view_as(b))
+            offset += b.numel()
+
+
 def barrier(env: DistEnv) -> None:
     if env.distributed:
         dist.barrier()

@@ -6,6 +6,7 @@ TRAIN.resume auto (75 is sysexits' EX_TEMPFAIL, "try again later").
 """
 from __future__ import annotations
 
+import os
 import sys
 from typing import Callable
 
@@ -43,7 +44,17 @@ def run_cli(main: Callable[[], None]) -> None:
         main()
     except UserError as exc:
         print(f"error: {user_message(exc)}", file=sys.stderr)
+        leave_exit_code(EXIT_BAD_INPUT)
         sys.exit(EXIT_BAD_INPUT)
     except RunStopped as exc:
         print(f"stopped: {exc}", file=sys.stderr)
+        leave_exit_code(exc.exit_code)
         sys.exit(exc.exit_code)
+
+
+def leave_exit_code(code: int) -> None:
+    """Under util/launch.sh's torchrun, tell the launcher this process's exit code (torchrun itself says 1)."""
+    path = os.environ.get("LAUNCH_EXIT_FILE")
+    if path:
+        with open(path, "w") as f:
+            f.write(f"{code}\n")

@@ -26,12 +26,32 @@ if [ "$NNODES" = 1 ] && [ -z "${MASTER_ADDR:-}" ]; then
     if [ "$NPROC" = 1 ]; then
         exec "$PYTHON" "$script" --config "$config" "$@"
     fi
-    exec "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node="$NPROC" "$script" --config "$config" "$@"
+    set -- --standalone --nproc_per_node="$NPROC" "$script" --config "$config" "$@"
+else
+    if [ -z "${NODE_RANK:-}" ] || [ -z "${MASTER_ADDR:-}" ]; then
+        echo "error: a run over NNODES=$NNODES machines needs NODE_RANK (this machine, 0 .. $((NNODES - 1))) and" \
+            "MASTER_ADDR (machine 0's address)" >&2
+        exit 2
+    fi
+    set -- --nnodes="$NNODES" --node_rank="$NODE_RANK" --nproc_per_node="$NPROC" --master_addr="$MASTER_ADDR" \
+        --master_port="${MASTER_PORT:-29500}" "$script" --config "$config" "$@"
 fi
-if [ -z "${NODE_RANK:-}" ] || [ -z "${MASTER_ADDR:-}" ]; then
-    echo "error: a run over NNODES=$NNODES machines needs NODE_RANK (this machine, 0 .. $((NNODES - 1))) and" \
-        "MASTER_ADDR (machine 0's address)" >&2
-    exit 2
+# torchrun reports any failing worker as exit code 1, so the workers leave their own exit code (util/errors.py:
+# 2 bad input, 3 non-finite loss, 4 write failed, 75 stopped on request) in LAUNCH_EXIT_FILE and this launcher
+# exits with it. SIGTERM and SIGUSR1 go to the workers, which checkpoint and stop (torchrun would die on SIGUSR1).
+LAUNCH_EXIT_FILE=$(mktemp)
+export LAUNCH_EXIT_FILE
+trap 'rm -f "$LAUNCH_EXIT_FILE"' EXIT
+"$PYTHON" -m torch.distributed.run "$@" &
+child=$!
+trap 'pkill -TERM -P "$child"' TERM
+trap 'pkill -USR1 -P "$child"' USR1
+while :; do
+    rc=0
+    wait "$child" || rc=$?
+    kill -0 "$child" 2>/dev/null || break  # wait returned for a trapped signal: torchrun is still running
+done
+if [ "$rc" != 0 ] && [ -s "$LAUNCH_EXIT_FILE" ]; then
+    rc=$(cat "$LAUNCH_EXIT_FILE")
 fi
-exec "$PYTHON" -m torch.distributed.run --nnodes="$NNODES" --node_rank="$NODE_RANK" --nproc_per_node="$NPROC" \
-    --master_addr="$MASTER_ADDR" --master_port="${MASTER_PORT:-29500}" "$script" --config "$config" "$@"
+exit "$rc"
