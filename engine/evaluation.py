@@ -5,6 +5,7 @@ Clean validation during training, clean testing, robust validation and robust te
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
@@ -12,6 +13,7 @@ from tqdm import tqdm
 
 from attack import Attack
 from engine.protocols import OnIterate, Protocol
+from engine.result_store import ShardStore
 from util.distributed import DistEnv, all_gather_objects, all_reduce_sum
 from util.metrics import SegMetric
 
@@ -29,13 +31,32 @@ def same_size_groups(images: list[torch.Tensor], labels: list[torch.Tensor], ind
 
 def evaluate(protocol: Protocol, loader, env: DistEnv, num_classes: int, attack: Attack | None = None,
              desc: str = "eval", on_prediction: Callable[[int, torch.Tensor], None] | None = None,
-             on_iterate: OnIterate | None = None) -> SegMetric:
+             on_iterate: OnIterate | None = None, shard: tuple[ShardStore, Path] | None = None) -> SegMetric:
     """Metrics of the protocol's model, clean or under `attack` (built with protocol.build_attack), over every
     process's shard of `loader`, merged on all processes.
 
     on_prediction(index, pred (h,w) long) is called for each image of this process (e.g. to save pictures);
-    on_iterate is passed to protocol.predict (convergence curves).
+    on_iterate is passed to protocol.predict (convergence curves). shard = (store, path): this process's result is
+    loaded from path when an earlier run finished it, and saved there when this one does (engine/result_store.py).
     """
+    metric = shard[0].load(shard[1], num_classes, protocol.ignore_index) if shard is not None else None
+    if metric is None:
+        metric = evaluate_shard(protocol, loader, env, num_classes, attack, desc, on_prediction, on_iterate)
+        if shard is not None:
+            shard[0].save(shard[1], metric)
+    # every process knows the run names (the attack's), even one whose shard is empty
+    names = attack.run_names() if attack is not None else []
+    for run in names:
+        metric.runs.setdefault(run, SegMetric(num_classes, protocol.ignore_index))
+    for m in [metric, *(metric.runs[run] for run in names)]:
+        merge(m, env)
+    return metric
+
+
+def evaluate_shard(protocol: Protocol, loader, env: DistEnv, num_classes: int, attack: Attack | None, desc: str,
+                   on_prediction: Callable[[int, torch.Tensor], None] | None, on_iterate: OnIterate | None
+                   ) -> SegMetric:
+    """This process's metric over its shard of `loader` (evaluate without the merge)."""
     model = protocol.model
     was_training = model.training
     model.eval()
@@ -56,12 +77,6 @@ def evaluate(protocol: Protocol, loader, env: DistEnv, num_classes: int, attack:
                         run_metric.update(p, yi, i)
     finally:
         model.train(was_training)
-    # every process knows the run names (the attack's), even one whose shard is empty
-    names = attack.run_names() if attack is not None else []
-    for run in names:
-        metric.runs.setdefault(run, SegMetric(num_classes, protocol.ignore_index))
-    for m in [metric, *(metric.runs[run] for run in names)]:
-        merge(m, env)
     return metric
 
 

@@ -249,3 +249,67 @@ def test_sigterm_to_the_launcher_of_two_processes_then_resume_is_exact(tmp_path,
                              capture_output=True, text=True, env=env, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_same_weights(weights(tmp_path, "straight"), weights(tmp_path, "run"))
+
+
+# ---- resumable evaluation -------------------------------------------------------------------------------------
+
+def test_a_finished_shard_is_loaded_not_recomputed(tmp_path):
+    from tiny_models import TinySeg
+
+    from engine.evaluation import evaluate
+    from engine.protocols import build_protocol
+    from engine.result_store import ShardStore
+    from util.config import load_config
+    cfg = load_config(ROOT / "config/demo/demo_pspnet18.yaml", ["TEST.mode", "whole"])
+    model = TinySeg().eval()
+    calls = []
+    model.register_forward_hook(lambda *a: calls.append(1))
+    protocol = build_protocol(cfg, model)
+    g = torch.Generator().manual_seed(0)
+    loader = [(list(torch.rand(3, 3, 24, 24, generator=g)), list(torch.randint(0, 7, (3, 24, 24), generator=g)),
+               [0, 1, 2])]
+    env = single_process(torch.device("cpu"))
+    store = ShardStore(tmp_path / "partial")
+    path = store.path("clean", {}, 0, 1)
+    first = evaluate(protocol, loader, env, 7, shard=(store, path))
+    assert path.is_file() and len(calls) == 1
+    again = evaluate(protocol, loader, env, 7, shard=(store, path))
+    assert len(calls) == 1, "loaded, not recomputed"
+    assert torch.equal(first.cm, again.cm) and first.per_image == again.per_image
+    assert store.path("pgd", {"eps": 0.1}, 0, 1) != store.path("pgd", {"eps": 0.2}, 0, 1) != path
+    store.clear()
+    assert not store.folder.exists()
+
+
+@pytest.mark.slow
+def test_an_evaluation_killed_midway_continues_to_the_same_metrics(tmp_path, tiny_data):
+    config = str(ROOT / "config/demo/demo_pspnet18.yaml")
+    common = overrides(tiny_data, tmp_path, "run", epochs=1) + ["TEST.batch_size", "1", "TEST.workers", "0"]
+    subprocess.run([sys.executable, str(ROOT / "tool_train/train.py"), "--config", config, *common], check=True,
+                   capture_output=True, env=run_env(), timeout=600)
+    attacks = "[" + ", ".join(f"{{name: {n}, eps: 0.1, alpha: 0.05, steps: 3}}" for n in ("pgd", "segpgd", "cospgd",
+                                                                                            "rppgd++")) + "]"
+    test = [sys.executable, str(ROOT / "tool_test/test.py"), "--config", config, *common, "ATTACK.attacks", attacks]
+    result = tmp_path / "demo" / "run" / "result"
+    subprocess.run(test + ["TEST.run_name", "straight"], check=True, capture_output=True, env=run_env(), timeout=600)
+    assert not (result / ".partial").exists() or not any((result / ".partial").iterdir())
+    proc = subprocess.Popen(test + ["TEST.run_name", "killed"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=run_env())
+    start = time.time()
+    while len(list((result / ".partial").glob("*/*.pt"))) < 2:  # clean and the first attack are done
+        assert proc.poll() is None and time.time() - start < 300, proc.communicate()
+        time.sleep(0.05)
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert not (result / "killed" / "metrics.json").exists()
+    again = subprocess.run(test + ["TEST.run_name", "again"], capture_output=True, text=True, env=run_env(),
+                           timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "continuing the interrupted evaluation" in again.stdout + again.stderr
+    import json
+    a, b = (json.loads((result / n / "metrics.json").read_text()) for n in ("straight", "again"))
+    for m in (a, b):
+        m.pop("seconds")
+        m["config"]["TEST"].pop("run_name")
+    assert a == b
+    assert not any((result / ".partial").iterdir())

@@ -7,7 +7,8 @@ ATTACK.attacks entry under ATTACK.protocol (full | legacy | center, METHOD.md §
 image, and writes <EXP.root>/<DATA.name>/<EXP.name>/result/<run_name>/: metrics.json (protocol, clean, every
 attack with its parameters, the per-image worst case over the attacks), report.md and, with
 TEST.save_pictures, colour predictions under pictures/<clean|attack>/. TEST.num_images N evaluates the first
-N images. A second evaluation never overwrites the first.
+N images. A second evaluation never overwrites the first. Without TEST.save_pictures an interrupted evaluation
+continues where it stopped when run again with the same settings (engine/result_store.py).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from torch.utils.data import Subset
 from engine.attacks import attack_list
 from engine.evaluation import evaluate
 from engine.protocols import build_protocol
+from engine.result_store import ShardStore, file_digest, settings_digest
 from engine.trained_model import load_trained_model
 from engine.worst_case import sea_summary, worst_case_summary
 from util.classes import class_names, palette
@@ -85,6 +87,16 @@ def write_results(cfg, result_dir: Path, model_path: Path, epoch: int | None, pr
     print(f"wrote {result_dir / 'metrics.json'} and report.md in {seconds:.0f} s")
 
 
+def shard_store(cfg, out_dir: Path, model_path: Path, protocol, images: int) -> ShardStore:
+    """Where this evaluation's finished shards are kept: named by a digest of everything that decides the figures
+    (not the batch size's split into processes, which the file names carry, nor workers or pictures)."""
+    settings = {"checkpoint": file_digest(model_path), "protocol": protocol.describe(), "images": images,
+                "DATA": {k: v for k, v in cfg.DATA.to_dict().items() if k != "workers"},
+                "TEST": {k: v for k, v in cfg.TEST.to_dict().items() if k not in ("workers", "run_name",
+                                                                                   "save_pictures", "model_path")}}
+    return ShardStore(out_dir / "result" / ".partial" / settings_digest(settings))
+
+
 def main(argv: list[str] | None = None) -> None:
     cfg = config_from_cli("Evaluate a segmentation model, clean and under attack.", argv)
     env = init_distributed(cfg.DIST.backend)
@@ -112,6 +124,14 @@ def main(argv: list[str] | None = None) -> None:
                 f"{result_dir}")
     entries = dataset.dataset.entries if isinstance(dataset, Subset) else dataset.entries
     colours = palette(cfg.DATA.name)
+    store = None if cfg.TEST.save_pictures else shard_store(cfg, out_dir, model_path, protocol, len(dataset))
+    if store is not None and store.folder.is_dir():
+        logger.info(f"continuing the interrupted evaluation kept in {store.folder}")
+
+    def shard(key: str, atk=None):
+        if store is None:
+            return None
+        return store, store.path(key, atk.config() if atk is not None else {}, env.rank, env.world)
 
     def pictures(key: str):
         if not cfg.TEST.save_pictures:
@@ -123,12 +143,13 @@ def main(argv: list[str] | None = None) -> None:
     try:
         start = time.time()
         k = cfg.DATA.classes
-        clean = evaluate(protocol, loader, env, k, desc="clean", on_prediction=pictures("clean"))
+        clean = evaluate(protocol, loader, env, k, desc="clean", on_prediction=pictures("clean"), shard=shard("clean"))
         results = {"clean": clean.summary(), "attacks": {}}
         logger.info(f"clean: mIoU {results['clean']['mIoU']:.4f}")
         attacked: dict[str, SegMetric] = {}
         for key, atk in attacks.items():
-            attacked[key] = evaluate(protocol, loader, env, k, attack=atk, desc=key, on_prediction=pictures(key))
+            attacked[key] = evaluate(protocol, loader, env, k, attack=atk, desc=key, on_prediction=pictures(key),
+                                     shard=shard(key, atk))
             results["attacks"][key] = attack_entry(atk, attacked[key])
             logger.info(f"{key}: mIoU {results['attacks'][key]['mIoU']:.4f} ({atk!r})")
         # SEA's own choice is a start of the overall worst case, so that is never above SEA's figure
@@ -143,6 +164,8 @@ def main(argv: list[str] | None = None) -> None:
     if env.is_main:
         write_results(cfg, result_dir, model_path, trained.epoch,
                       {"split": cfg.TEST.split, "images": len(dataset), **protocol.describe()}, results, seconds)
+        if store is not None:
+            store.clear()
     cleanup(env)
 
 
