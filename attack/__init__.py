@@ -5,7 +5,7 @@ Every attack works on any nn.Module that maps images (N,3,H,W) in [0,1] to logit
 torch: lift it into another project as it is.
 """
 from attack.apgd import APGD
-from attack.base import Attack, AttackResult, StepRecord
+from attack.base import Attack, AttackResult, NonFiniteError, StepRecord
 from attack.cospgd import CosPGD
 from attack.pgd import BIM, FGSM, PGD
 from attack.registry import ATTACKS, attack_parameters, build_attack
@@ -13,5 +13,5 @@ from attack.rppgd import RPPGD, RPPGDPlusPlus
 from attack.sea import SEA
 from attack.segpgd import SegPGD
 
-__all__ = ["APGD", "ATTACKS", "Attack", "AttackResult", "BIM", "CosPGD", "FGSM", "PGD", "RPPGD", "RPPGDPlusPlus",
-           "SEA", "SegPGD", "StepRecord", "attack_parameters", "build_attack"]
+__all__ = ["APGD", "ATTACKS", "Attack", "AttackResult", "BIM", "CosPGD", "FGSM", "NonFiniteError", "PGD", "RPPGD",
+           "RPPGDPlusPlus", "SEA", "SegPGD", "StepRecord", "attack_parameters", "build_attack"]

@@ -42,6 +42,14 @@ class AttackResult:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
+class NonFiniteError(RuntimeError):
+    """An attack's loss or input gradient turned non-finite; `images` are the batch positions where it did."""
+
+    def __init__(self, message: str, images: list[int]) -> None:
+        super().__init__(message)
+        self.images = images
+
+
 class Recorder(list):
     """The StepRecords of a run, and an optional callback on_iterate(step, logits (N,K,H,W)) per judged iterate."""
 
@@ -141,6 +149,7 @@ class Attack:
         self.eps, self.alpha, self.steps = float(eps), (None if alpha is None else float(alpha)), steps
         self.random_start, self.norm, self.seed = bool(random_start), norm, seed
         self.ignore_index, self.best = int(ignore_index), bool(best)
+        self._non_finite: torch.Tensor | None = None  # per image, during run(): a non-finite loss or gradient
 
     # ---- description -------------------------------------------------------------------------------------
     # constructor parameters that the registry name already fixes (APGD's loss): in repr(), not in params()
@@ -190,6 +199,7 @@ class Attack:
         modes = [(m, m.training) for m in self.model.modules()]
         self.model.eval()
         records = Recorder(on_iterate, active=trace)
+        self._non_finite = torch.zeros(images.shape[0], dtype=torch.bool, device=images.device)
         try:
             with torch.enable_grad():
                 result = self._attack(images.detach(), labels.detach(), records,
@@ -197,6 +207,10 @@ class Attack:
         finally:
             for m, training in modes:
                 m.training = training
+        if bool(self._non_finite.any()):  # one check per call, after the loop
+            bad = self._non_finite.nonzero().flatten().tolist()
+            raise NonFiniteError(f"{self.name}: the loss or its input gradient turned non-finite for image(s) {bad} "
+                                 f"of the batch (positions from 0)", bad)
         result.adv = result.adv.to(images.dtype).detach()
         result.trace = list(records) if trace else []
         return result
@@ -284,6 +298,9 @@ class Attack:
             grad = torch.autograd.grad(loss.sum(), x, allow_unused=True)[0]
         if grad is None:  # a loss without any path to x (e.g. every pixel ignored) has zero gradient
             grad = torch.zeros_like(x)
+        if self._non_finite is not None:  # noted per image, checked once at the end of run()
+            finite = torch.isfinite(grad).flatten(1).all(1) & torch.isfinite(loss.detach()).expand(x.shape[0])
+            self._non_finite |= ~finite
         return loss.detach(), grad, self.logits_of(out).detach()
 
     @torch.no_grad()

@@ -11,10 +11,11 @@ from typing import Callable, Iterator
 import torch
 from tqdm import tqdm
 
-from attack import Attack
+from attack import Attack, NonFiniteError
 from engine.protocols import OnIterate, Protocol
 from engine.result_store import ShardStore
 from util.distributed import DistEnv, all_gather_objects, all_reduce_sum
+from util.errors import EXIT_NON_FINITE, RunStopped
 from util.metrics import SegMetric
 
 
@@ -64,7 +65,13 @@ def evaluate_shard(protocol: Protocol, loader, env: DistEnv, num_classes: int, a
     try:
         for images, labels, indices in tqdm(loader, desc=desc, disable=not env.is_main, leave=False):
             for x, y, idx in same_size_groups(images, labels, indices):
-                prediction = protocol.predict(x.to(env.device), y.to(env.device), idx, attack, on_iterate)
+                try:
+                    prediction = protocol.predict(x.to(env.device), y.to(env.device), idx, attack, on_iterate)
+                except NonFiniteError as exc:
+                    where = [idx[i] for i in exc.images] if len(exc.images) and max(exc.images) < len(idx) else \
+                        f"crops {exc.images} of images {idx}"
+                    raise RunStopped(f"{desc}: the attack's loss or input gradient turned non-finite on dataset "
+                                     f"image(s) {where} ({exc})", EXIT_NON_FINITE) from exc
                 labels_cpu = prediction.labels.cpu()
                 pred = prediction.logits.detach().argmax(1).cpu()
                 for p, yi, i in zip(pred, labels_cpu, idx):

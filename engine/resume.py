@@ -7,7 +7,7 @@ process, its RNG states and its running sums of the epoch (`processes`, in rank 
 seeds of (EXP.seed, epoch, rank) and a sampler order of (EXP.seed, epoch), so a boundary checkpoint continues with
 any number of processes; a mid-epoch one continues with the world size that wrote it, each process restoring
 its RNG states, skipping the batches already trained on and keeping its sums. On the CPU a resumed run ends
-with the weights of an uninterrupted one (tests/test_resume.py).
+with the weights of an uninterrupted one (tests/test_faults.py).
 """
 from __future__ import annotations
 

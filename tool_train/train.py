@@ -26,7 +26,7 @@ from tensorboardX import SummaryWriter
 from torch.utils.data import Subset
 from tqdm import tqdm
 
-from attack import Attack
+from attack import Attack, NonFiniteError
 from engine.attacks import attack_spec, build_from_spec
 from engine.evaluation import evaluate
 from engine.interrupts import StopRequests
@@ -66,7 +66,11 @@ def train_epoch(net, batches, first: int, iters: int, optimizer, scheduler, cfg,
     for it, (images, labels, _) in enumerate(batches, start=first):
         images = images.to(env.device, non_blocking=True)
         labels = labels.to(env.device, non_blocking=True)
-        logits, main_loss, aux_loss, n_adv = train_step(net, images, labels, optimizer, scheduler, cfg, attack)
+        try:
+            logits, main_loss, aux_loss, n_adv = train_step(net, images, labels, optimizer, scheduler, cfg, attack)
+        except NonFiniteError as exc:
+            raise RunStopped(f"epoch {epoch} iteration {it}/{iters}: {exc}; {checkpoints.kept()}",
+                             EXIT_NON_FINITE) from exc
         losses = torch.stack([main_loss, aux_loss]).detach()
         requested, non_finite = stop.check(losses, env)
         step = scheduler.last_epoch

@@ -313,3 +313,47 @@ def test_an_evaluation_killed_midway_continues_to_the_same_metrics(tmp_path, tin
         m["config"]["TEST"].pop("run_name")
     assert a == b
     assert not any((result / ".partial").iterdir())
+
+
+# ---- non-finite attacks -----------------------------------------------------------------------------------------
+
+class Exploding(torch.nn.Module):
+    """Logits 5x the input's first channels, except image 1 of a batch, whose logits are infinite where x > 0.5."""
+
+    def forward(self, x):
+        logits = 5 * x[:, :1].repeat(1, 7, 1, 1) * torch.arange(1, 8, dtype=x.dtype).view(1, 7, 1, 1)
+        blow = torch.zeros_like(logits)
+        if x.shape[0] > 1:
+            blow[1] = torch.where(x[1, :1] > 0.5, float("inf"), 0.0)
+        return logits + blow
+
+
+@pytest.mark.parametrize("name", ["pgd", "apgd-ce", "sea"])
+def test_an_attack_says_which_images_turned_non_finite(name):
+    from attack import NonFiniteError, build_attack
+    params = {"steps": 4, "class_weights": [1.0] * 7} if name == "sea" else {"steps": 2}
+    atk = build_attack(name, Exploding(), eps=0.03, **params)
+    x = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    y = torch.zeros(3, 8, 8, dtype=torch.long)
+    with pytest.raises(NonFiniteError, match=rf"{name}: the loss or its input gradient turned non-finite for "
+                                             r"image\(s\) \[1\]") as info:
+        atk(x, y)
+    assert info.value.images == [1]
+    atk(x[:1], y[:1])  # image 0 alone is fine
+
+
+def test_evaluation_names_the_dataset_images_of_a_non_finite_attack():
+    from engine.attacks import AttackSpec
+    from engine.evaluation import evaluate
+    from engine.protocols import Full
+    from util.config import load_config
+    protocol = Full(Exploding(), {"mode": "whole", "crop": (8, 8), "stride_rate": 1.0, "mean": (0.5,) * 3,
+                                  "base_size": 0})
+    cfg = load_config(ROOT / "config/demo/demo_pspnet18.yaml")
+    attack = protocol.build_attack(AttackSpec("pgd", "pgd", {"steps": 2}), cfg)
+    g = torch.Generator().manual_seed(0)
+    loader = [(list(torch.rand(2, 3, 8, 8, generator=g)), list(torch.zeros(2, 8, 8, dtype=torch.long)), [40, 41])]
+    with pytest.raises(RunStopped, match=r"pgd: the attack's loss or input gradient turned non-finite on dataset "
+                                         r"image\(s\) \[41\]") as info:
+        evaluate(protocol, loader, single_process(torch.device("cpu")), 7, attack=attack, desc="pgd")
+    assert info.value.exit_code == EXIT_NON_FINITE
