@@ -40,6 +40,8 @@ class AttackResult:
     trace: list[StepRecord] = field(default_factory=list)
     # what the attack adds about the run (Attack.result_extras): RP-PGD's final "regions" map (N,H,W) uint8
     extras: dict[str, Any] = field(default_factory=dict)
+    # images (batch positions) with valid pixels whose input gradient was zero at every step: possible masking
+    zero_gradient: list[int] = field(default_factory=list)
 
 
 class NonFiniteError(RuntimeError):
@@ -149,7 +151,8 @@ class Attack:
         self.eps, self.alpha, self.steps = float(eps), (None if alpha is None else float(alpha)), steps
         self.random_start, self.norm, self.seed = bool(random_start), norm, seed
         self.ignore_index, self.best = int(ignore_index), bool(best)
-        self._non_finite: torch.Tensor | None = None  # per image, during run(): a non-finite loss or gradient
+        # per image, during run(): "non_finite" loss or gradient seen, "gradient_seen" a non-zero input gradient
+        self._checks: dict[str, torch.Tensor] | None = None
 
     # ---- description -------------------------------------------------------------------------------------
     # constructor parameters that the registry name already fixes (APGD's loss): in repr(), not in params()
@@ -199,7 +202,9 @@ class Attack:
         modes = [(m, m.training) for m in self.model.modules()]
         self.model.eval()
         records = Recorder(on_iterate, active=trace)
-        self._non_finite = torch.zeros(images.shape[0], dtype=torch.bool, device=images.device)
+        n = images.shape[0]
+        self._checks = {"non_finite": torch.zeros(n, dtype=torch.bool, device=images.device),
+                        "gradient_seen": torch.zeros(n, dtype=torch.bool, device=images.device)}
         try:
             with torch.enable_grad():
                 result = self._attack(images.detach(), labels.detach(), records,
@@ -207,10 +212,13 @@ class Attack:
         finally:
             for m, training in modes:
                 m.training = training
-        if bool(self._non_finite.any()):  # one check per call, after the loop
-            bad = self._non_finite.nonzero().flatten().tolist()
+        checks, self._checks = self._checks, None
+        if bool(checks["non_finite"].any()):  # one check per call, after the loop
+            bad = checks["non_finite"].nonzero().flatten().tolist()
             raise NonFiniteError(f"{self.name}: the loss or its input gradient turned non-finite for image(s) {bad} "
                                  f"of the batch (positions from 0)", bad)
+        masked = valid_mask(labels, self.ignore_index).flatten(1).any(1) & ~checks["gradient_seen"]
+        result.zero_gradient = masked.nonzero().flatten().tolist()
         result.adv = result.adv.to(images.dtype).detach()
         result.trace = list(records) if trace else []
         return result
@@ -298,9 +306,10 @@ class Attack:
             grad = torch.autograd.grad(loss.sum(), x, allow_unused=True)[0]
         if grad is None:  # a loss without any path to x (e.g. every pixel ignored) has zero gradient
             grad = torch.zeros_like(x)
-        if self._non_finite is not None:  # noted per image, checked once at the end of run()
+        if self._checks is not None:  # noted per image, checked once at the end of run()
             finite = torch.isfinite(grad).flatten(1).all(1) & torch.isfinite(loss.detach()).expand(x.shape[0])
-            self._non_finite |= ~finite
+            self._checks["non_finite"] |= ~finite
+            self._checks["gradient_seen"] |= grad.flatten(1).abs().amax(1) > 0
         return loss.detach(), grad, self.logits_of(out).detach()
 
     @torch.no_grad()

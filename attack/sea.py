@@ -76,8 +76,8 @@ class SEA(Attack):
     def _attack(self, x_nat: torch.Tensor, labels: torch.Tensor, records: Recorder,
                 random: Callable[[], RandomSource]) -> AttackResult:
         source = random()  # one source: each loss's start is a fresh draw from it
-        for run in self.runs:  # the runs' non-finite losses or gradients count as SEA's own
-            run._non_finite = self._non_finite
+        for run in self.runs:  # what the runs' steps see (non-finite values, zero gradients) counts as SEA's own
+            run._checks = self._checks
         best_x, best_acc, runs = None, None, {}
         for run in self.runs:
             x0 = uniform_start(x_nat, RADII[0] * self.eps, source) if self.random_start else x_nat.clone()

@@ -14,6 +14,7 @@ from tqdm import tqdm
 from attack import Attack, NonFiniteError
 from engine.protocols import OnIterate, Protocol
 from engine.result_store import ShardStore
+from engine.sanity import mode_warnings, output_warnings, randomness_warnings, zero_gradient_warning
 from util.distributed import DistEnv, all_gather_objects, all_reduce_sum
 from util.errors import EXIT_NON_FINITE, RunStopped
 from util.metrics import SegMetric
@@ -51,6 +52,8 @@ def evaluate(protocol: Protocol, loader, env: DistEnv, num_classes: int, attack:
         metric.runs.setdefault(run, SegMetric(num_classes, protocol.ignore_index))
     for m in [metric, *(metric.runs[run] for run in names)]:
         merge(m, env)
+    if metric.zero_gradient:
+        metric.warnings.append(zero_gradient_warning(desc, metric.zero_gradient))
     return metric
 
 
@@ -72,6 +75,10 @@ def evaluate_shard(protocol: Protocol, loader, env: DistEnv, num_classes: int, a
                         f"crops {exc.images} of images {idx}"
                     raise RunStopped(f"{desc}: the attack's loss or input gradient turned non-finite on dataset "
                                      f"image(s) {where} ({exc})", EXIT_NON_FINITE) from exc
+                if attack is None and not metric.per_image:  # the first clean batch: is the model what it seems?
+                    metric.warnings += first_batch_warnings(protocol, x[:1].to(env.device), y[:1].to(env.device),
+                                                            idx[:1], prediction.logits)
+                metric.zero_gradient += [idx[i] for i in prediction.zero_gradient]
                 labels_cpu = prediction.labels.cpu()
                 pred = prediction.logits.detach().argmax(1).cpu()
                 for p, yi, i in zip(pred, labels_cpu, idx):
@@ -87,9 +94,22 @@ def evaluate_shard(protocol: Protocol, loader, env: DistEnv, num_classes: int, a
     return metric
 
 
+def first_batch_warnings(protocol: Protocol, x: torch.Tensor, y: torch.Tensor, idx: list[int], logits: torch.Tensor
+                         ) -> list[str]:
+    """engine.sanity's checks of the model on the first clean batch (x, y: its first image)."""
+    return (mode_warnings(protocol.model) + output_warnings(logits)
+            + randomness_warnings(lambda: protocol.predict(x, y, idx).logits))
+
+
 def merge(metric: SegMetric, env: DistEnv) -> None:
-    """Sum the confusion matrices of every process and gather every image's scores and counts on all of them."""
+    """Sum the confusion matrices of every process and gather every image's scores and counts, and the sanity
+    checks' findings, on all of them."""
     metric.cm = all_reduce_sum(metric.cm.to(env.device), env).cpu()  # nccl reduces GPU tensors only
-    for part in all_gather_objects((metric.per_image, metric.per_image_counts), env):
+    warnings, zero = [], set()
+    for part in all_gather_objects((metric.per_image, metric.per_image_counts, metric.warnings,
+                                    metric.zero_gradient), env):
         metric.per_image.update(part[0])
         metric.per_image_counts.update(part[1])
+        warnings += [w for w in part[2] if w not in warnings]
+        zero.update(part[3])
+    metric.warnings, metric.zero_gradient = warnings, sorted(zero)

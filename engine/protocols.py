@@ -72,6 +72,7 @@ class Prediction:
     logits: torch.Tensor                                      # (N,K,h,w)
     labels: torch.Tensor                                      # (N,h,w)
     runs: dict[str, torch.Tensor] = field(default_factory=dict)
+    zero_gradient: list[int] = field(default_factory=list)    # batch positions whose input gradient stayed zero
 
 
 def inference_settings(cfg) -> dict:
@@ -117,7 +118,8 @@ class Protocol:
         x, y = self.view(x, y)
         result = self.attack_images(attack, x, y, indices, on_iterate)
         with torch.no_grad():
-            return Prediction(self._target(result.adv), y, {k: self._target(v) for k, v in runs_of(result).items()})
+            return Prediction(self._target(result.adv), y, {k: self._target(v) for k, v in runs_of(result).items()},
+                              result.zero_gradient)
 
     # ---- the interface ------------------------------------------------------------------------------------
     def describe(self) -> dict:
@@ -212,9 +214,11 @@ class Legacy(Protocol):
 
         hook = None if on_iterate is None else (lambda step, logits: on_iterate(step, whole(logits), y))
         result = self.run_attack(attack, crops, label_crops, seeds, hook)
+        zero = set(result.zero_gradient)  # an image whose every crop had a zero gradient
+        stuck = [i for i in range(n) if all(b * n + i in zero for b in range(len(tiling.boxes)))]
         with torch.no_grad():
             return Prediction(whole(self.model(result.adv)), y,
-                              {k: whole(self.model(v)) for k, v in runs_of(result).items()})
+                              {k: whole(self.model(v)) for k, v in runs_of(result).items()}, stuck)
 
 
 def runs_of(result: AttackResult) -> dict[str, torch.Tensor]:

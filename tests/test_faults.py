@@ -272,9 +272,10 @@ def test_a_finished_shard_is_loaded_not_recomputed(tmp_path):
     store = ShardStore(tmp_path / "partial")
     path = store.path("clean", {}, 0, 1)
     first = evaluate(protocol, loader, env, 7, shard=(store, path))
-    assert path.is_file() and len(calls) == 1
+    assert path.is_file() and calls  # the clean pass (and the sanity checks' two extra passes)
+    done = len(calls)
     again = evaluate(protocol, loader, env, 7, shard=(store, path))
-    assert len(calls) == 1, "loaded, not recomputed"
+    assert len(calls) == done, "loaded, not recomputed"
     assert torch.equal(first.cm, again.cm) and first.per_image == again.per_image
     assert store.path("pgd", {"eps": 0.1}, 0, 1) != store.path("pgd", {"eps": 0.2}, 0, 1) != path
     store.clear()

@@ -25,6 +25,7 @@ from engine.attacks import attack_list
 from engine.evaluation import evaluate
 from engine.protocols import build_protocol
 from engine.result_store import ShardStore, file_digest, settings_digest
+from engine.sanity import attack_above_clean_warnings
 from engine.trained_model import load_trained_model
 from engine.worst_case import sea_summary, worst_case_summary
 from util.classes import class_names, palette
@@ -63,6 +64,7 @@ def write_results(cfg, result_dir: Path, model_path: Path, epoch: int | None, pr
         "clean": results["clean"],
         "attacks": results["attacks"],
         "worst_case": results["worst_case"],
+        "warnings": results["warnings"],  # engine/sanity.py: what makes the figures doubtful
         "seconds": round(seconds, 1),
     }
     write_json(payload, result_dir / "metrics.json")
@@ -78,11 +80,13 @@ def write_results(cfg, result_dir: Path, model_path: Path, epoch: int | None, pr
                     f"{100 * r['per_image_choice']['mIoU']:.2f}; runs: "
                     + ", ".join(f"{run} {100 * v['mIoU']:.2f}" for run, v in r["runs"].items()) + ")."
                     for key, r in results["attacks"].items() if "figure" in r)
+    warnings = "".join(f"- {w}\n" for w in results["warnings"])
+    warnings = f"## Sanity checks\n\n{warnings}\n" if warnings else ""
     (result_dir / "report.md").write_text(
         f"# {cfg.EXP.name}: evaluation of {model_path}\n\n"
         f"{clean['images']} images of the {cfg.TEST.split} split, protocol `{protocol['name']}` "
         f"({protocol['rule']}), inference {cfg.TEST.mode}.\n\n"
-        f"{table}{notes}\n\n## Per-class IoU (clean)\n\n{per_class_table(names, clean['per_class_iou'])}\n")
+        f"{table}{notes}\n\n{warnings}## Per-class IoU (clean)\n\n{per_class_table(names, clean['per_class_iou'])}\n")
     print(table)
     print(f"wrote {result_dir / 'metrics.json'} and report.md in {seconds:.0f} s")
 
@@ -152,6 +156,11 @@ def main(argv: list[str] | None = None) -> None:
                                      shard=shard(key, atk))
             results["attacks"][key] = attack_entry(atk, attacked[key])
             logger.info(f"{key}: mIoU {results['attacks'][key]['mIoU']:.4f} ({atk!r})")
+        results["warnings"] = clean.warnings + [w for key in attacked for w in attacked[key].warnings]
+        results["warnings"] += [w for key, r in results["attacks"].items()
+                                for w in attack_above_clean_warnings(key, r["mIoU"], results["clean"]["mIoU"])]
+        for w in results["warnings"]:
+            logger.warning(f"sanity check: {w}")
         # SEA's own choice is a start of the overall worst case, so that is never above SEA's figure
         starts = [[f"{key}/{run}" for run in r["per_image_run"]] for key, r in results["attacks"].items()
                   if "per_image_run" in r]

@@ -69,6 +69,9 @@ class SegMetric:
         # run name -> the metric of one of an attack's separate runs on the same images (SEA's losses), filled by
         # engine.evaluation when the attack reports its runs
         self.runs: dict[str, SegMetric] = {}
+        # engine.sanity's findings (strings), and for an attack the dataset images whose input gradient stayed zero
+        self.warnings: list[str] = []
+        self.zero_gradient: list[int] = []
 
     def update(self, pred: torch.Tensor, label: torch.Tensor, index: int) -> torch.Tensor:
         """Add one image (pred and label (H,W)); returns its confusion matrix."""
