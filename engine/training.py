@@ -10,6 +10,7 @@ from torch import nn
 
 from attack import Attack
 from util.distributed import share_buffers
+from util.errors import UserError
 from util.loss import segmentation_loss
 
 
@@ -34,6 +35,14 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg, max_iter: int) -> tor
     """Poly decay per iteration: lr x (1 - it / max_iter) ** TRAIN.power."""
     power = cfg.TRAIN.power
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: max(1 - it / max_iter, 0.0) ** power)
+
+
+def per_process_batch(global_batch: int, world: int) -> int:
+    """TRAIN.batch_size is the global batch: each of the world's processes takes an equal share of it."""
+    if global_batch % world:
+        raise UserError(f"TRAIN.batch_size {global_batch} (the global batch) must be divisible by the world size "
+                        f"{world} (NPROC x NNODES processes)")
+    return global_batch // world
 
 
 def adversarial_count(batch: int, ratio: float) -> int:

@@ -32,7 +32,14 @@ from engine.evaluation import evaluate
 from engine.interrupts import StopRequests
 from engine.protocols import Protocol, build_protocol
 from engine.resume import Checkpoints, ResumePoint, TrainingState, resume_point, set_rng_states
-from engine.training import adversarial_count, build_optimizer, build_scheduler, seed_epoch, train_step
+from engine.training import (
+    adversarial_count,
+    build_optimizer,
+    build_scheduler,
+    per_process_batch,
+    seed_epoch,
+    train_step,
+)
 from model import build_model
 from util.checkpoint import load_checkpoint, load_model_state
 from util.classes import class_names
@@ -151,9 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = config_from_cli("Train a segmentation model (clean or adversarial training).", argv)
     env = init_distributed(cfg.DIST.backend)
     t = cfg.TRAIN
-    if t.batch_size % env.world:
-        raise UserError(f"TRAIN.batch_size {t.batch_size} (the global batch) must be divisible by the world size "
-                        f"{env.world} (NPROC x NNODES processes)")
+    per_process = per_process_batch(t.batch_size, env.world)
     # Check the data before anything is written to the run folder.
     if env.is_main:
         ensure_demo_data(cfg, make_logger("train", None))
@@ -164,7 +169,6 @@ def main(argv: list[str] | None = None) -> None:
         raise UserError(f"TRAIN.batch_size {t.batch_size} exceeds the {len(train_set)} training images")
 
     out_dir = run_dir(cfg)
-    per_process = t.batch_size // env.world
     pin = env.device.type == "cuda"
     train_loader = make_loader(train_set, per_process, cfg.DATA.workers, env.rank, env.world, True, cfg.EXP.seed, pin)
     val_loader = make_loader(val_set, cfg.TEST.batch_size, cfg.DATA.workers, env.rank, env.world, False)

@@ -62,10 +62,15 @@ def read_list(data_root: str | Path, list_file: str | Path) -> list[Entry]:
 
 
 def read_image(entry: Entry) -> np.ndarray:
-    """(H, W, 3) uint8 RGB."""
-    image = cv2.imread(str(entry.image), cv2.IMREAD_COLOR)
+    """(H, W, 3) uint8 RGB; an unreadable, non-image or truncated file is a UserError naming the list line.
+    (cv2.imdecode refuses a truncated JPEG, where cv2.imread decodes the part it has and greys the rest.)"""
+    try:
+        data = entry.image.read_bytes()
+    except OSError as exc:
+        raise UserError(f"{entry.where()}: cannot read image '{entry.image}': {exc}") from exc
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
-        raise UserError(f"{entry.where()}: cannot read image '{entry.image}'")
+        raise UserError(f"{entry.where()}: cannot read image '{entry.image}' (not an image, or truncated)")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
