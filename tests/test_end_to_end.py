@@ -54,6 +54,10 @@ def test_train_then_test(tmp_path, tiny_data):
     assert "| clean |" in (result / "report.md").read_text() and "| clean |" in proc.stdout
     assert len(list((result / "pictures" / "clean").glob("*.png"))) == 4
 
+    # a checkpoint of one process evaluates in two: the same figures
+    run(["sh", str(ROOT / "tool_test/demo/psp_test.sh"), *common, "ATTACK.attacks", "[]", "TEST.run_name", "np2"],
+        cwd=tmp_path, env_extra={"NPROC": "2", "PYTHON": sys.executable})
+    assert json.loads((run_dir / "result" / "np2" / "metrics.json").read_text())["clean"] == clean
     run([sys.executable, str(ROOT / "tool_test/test.py"), "--config", config, *common, "TEST.num_images", "2",
          "ATTACK.attacks", "[]"], cwd=tmp_path)
     again = json.loads((run_dir / "result" / "val_last_full_2" / "metrics.json").read_text())  # nothing overwritten

@@ -114,9 +114,10 @@ class SegDataset(Dataset):
 
 
 class ShardSampler(Sampler[int]):
-    """Every `world`-th index starting at `rank`, shuffled per epoch from (seed, epoch) for training: with a global
-    batch of B = world x per-process batch, iteration i trains on the images order[i*B:(i+1)*B] of one order that
-    depends on (seed, epoch) only, whatever the processes and machines.
+    """Training: every `world`-th index starting at `rank` of an order shuffled per epoch from (seed, epoch), so
+    with a global batch of B = world x per-process batch, iteration i trains on the images order[i*B:(i+1)*B] of
+    one order that depends on (seed, epoch) only, whatever the processes and machines. Evaluation: a contiguous
+    block of the dataset per process.
 
     Unlike DistributedSampler it never repeats samples, so evaluation counts each image exactly once;
     training drops the remainder so every process runs the same number of iterations.
@@ -138,6 +139,10 @@ class ShardSampler(Sampler[int]):
             order = list(range(self.size))
         if self.drop_last:
             order = order[: self.size // self.world * self.world]
+        if not self.shuffle:  # evaluation: a contiguous block per process, sizes differing by at most one
+            share, extra = divmod(self.size, self.world)
+            start = self.rank * share + min(self.rank, extra)
+            return order[start:start + share + (self.rank < extra)][self.skip:]
         return order[self.rank:: self.world][self.skip:]
 
     def __iter__(self) -> Iterator[int]:
