@@ -73,6 +73,11 @@ def test_config_and_attack_errors(capsys, tmp_path, evaluation, extra, needle):
 
 def test_a_truncated_or_non_image_file_names_the_list_and_line(capsys, tmp_path, data, evaluation):
     main, argv = evaluation
+    missing = data / "JPEGImages" / "val_00003.jpg"
+    missing.rename(missing.with_suffix(".gone"))
+    code, err = exit_of(capsys, main, argv)
+    assert code == 2 and "val.txt, line 4: image file" in err and "val_00003.jpg' does not exist" in err
+    missing.with_suffix(".gone").rename(missing)
     jpeg = data / "JPEGImages" / "val_00001.jpg"
     whole = jpeg.read_bytes()
     jpeg.write_bytes(whole[:len(whole) // 2])  # OpenCV would decode the first half and grey the rest
