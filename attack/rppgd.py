@@ -68,7 +68,7 @@ class RPPGD(Attack):
             check_choice("pool", pool, POOLS)
             switches = dataclasses.replace(switches, pool=pool)
         check_range("w_region", w_region, 0.0, float("inf"))
-        check_range("w_inter", w_inter, 0.0, float("inf"))
+        check_range("w_inter", w_inter, float("-inf"), float("inf"))  # negative: study the term's sign
         self.variant, self.switches, self.pool = variant, switches, switches.pool
         self.w_region, self.w_inter = float(w_region), float(w_inter)
         self.mean, self.std = check_normalisation(mean, std, needed=switches.normalised_start and self.random_start)
@@ -147,7 +147,7 @@ class RPPGDPlusPlus(RPPGD):
         super().__init__(model, eps=eps, alpha=alpha, steps=steps, random_start=random_start, variant=variant,
                          w_region=w_region, w_inter=w_inter, pool=pool, mean=mean, std=std, seed=seed,
                          ignore_index=ignore_index, best=best)
-        check_range("w_intra", w_intra, 0.0, float("inf"))
+        check_range("w_intra", w_intra, float("-inf"), float("inf"))  # negative: study the term's sign
         check_range("tau", tau, 0.0, 1.0)
         if any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in intra_exclude):
             raise ValueError(f"intra_exclude must be a list of class ids; got {intra_exclude!r}")

@@ -185,3 +185,17 @@ def test_per_image_pooling_makes_images_independent(trained_tiny):
         alone = cls(model, steps=3, random_start=False)(x[:1], y[:1])
         batched = cls(model, steps=3, random_start=False)(x, y)[:1]
         assert (alone != batched).float().mean() < 1e-3
+
+
+@pytest.mark.parametrize("w_inter,w_intra", [(0.25, -0.25), (-0.25, 0.25), (-0.1, -0.4)])
+def test_negative_prototype_weights_flip_their_terms(trained_tiny, w_inter, w_intra):
+    """A negative w_inter or w_intra is allowed (to study the sign of a term): the objective of every iterate is
+    w_region * region + w_inter * inter + w_intra * intra with the sign as given."""
+    model, x, y = trained_tiny
+    res = RPPGDPlusPlus(model, steps=3, random_start=False, w_inter=w_inter, w_intra=w_intra).run(x[:2], y[:2])
+    for r in res.trace:
+        expected = 0.5 * r.extra["region"] + w_inter * r.extra["inter"] + w_intra * r.extra["intra"]
+        assert r.loss == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    assert any(abs(r.extra["intra"]) > 1e-4 for r in res.trace)
+    with pytest.raises(ValueError, match="w_region"):
+        RPPGDPlusPlus(model, w_region=-1.0)

@@ -73,6 +73,7 @@ def study_rows(args) -> list[Row]:
         Row("RP-PGD++ (described)", "rppgd++", pgd, steps, "pgd family"),
         Row("RP-PGD++ (release)", "rppgd++", {**pgd, "variant": "release"}, steps, "pgd family"),
         Row("RP-PGD++ region loss only", "rppgd++", {**pgd, "w_inter": 0.0, "w_intra": 0.0}, steps, "ablation"),
+        Row("RP-PGD++ intra term negated", "rppgd++", {**pgd, "w_intra": -0.25}, steps, "ablation"),
     ]
     for loss in ("ce", "mce", "mce-bal", "js"):  # MCE-Bal's class counts come from the training list (engine)
         rows.append(Row(f"APGD-{loss.upper()}", f"apgd-{loss}", {"eps": args.eps}, [args.apgd_steps], "apgd"))
@@ -110,8 +111,10 @@ def tables(rows: list[Row], clean_cm: torch.Tensor, args, images: int, model_pat
                 lines.append(f"| {r.label} | {t} | {percent(r.result[t])} |")
     names = {r.label: r for r in family}
     ablation = [("region loss only", "RP-PGD++ region loss only"), ("+ inter-class term (= RP-PGD)",
-                "RP-PGD (described)"), ("+ intra-class term (= RP-PGD++)", "RP-PGD++ (described)")]
-    if all(label in names for _, label in ablation):
+                "RP-PGD (described)"), ("+ intra-class term (= RP-PGD++)", "RP-PGD++ (described)"),
+                ("+ intra-class term negated (`w_intra -0.25`)", "RP-PGD++ intra term negated")]
+    ablation = [(text, label) for text, label in ablation if label in names]
+    if len(ablation) > 1:
         lines += ["", "## Ablation of RP-PGD++ (described variant), mIoU (%)", "", head.replace("attack", "terms"),
                   sep]
         lines += [f"| {text} | " + " | ".join(percent(names[label].result[t]) for t in steps) + " |"
