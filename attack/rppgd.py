@@ -45,8 +45,17 @@ VARIANTS: dict[str, Switches] = {
 }
 
 
+def default_alpha(alpha: float | None, eps: float, steps: int, variant: str) -> float:
+    """The step size when none is given: the release hard-wires eps / steps (METHOD.md §4, point 7); the described
+    variant's default is 0.01 (= eps / steps at the training defaults eps 0.03, 3 steps)."""
+    if alpha is not None:
+        return alpha
+    return eps / steps if variant == "release" and isinstance(steps, int) and steps > 0 else 0.01
+
+
 class RPPGD(Attack):
-    """RP-PGD: region loss + inter-class prototype similarity. Training defaults eps 0.03, 3 steps, alpha 0.01.
+    """RP-PGD: region loss + inter-class prototype similarity. Training defaults eps 0.03, 3 steps, alpha 0.01
+    (without alpha, the release variant takes eps / steps, as its code does).
 
     pool: None takes the variant's (described "image", release "batch"). mean, std: the model's normalisation
     (e.g. the config's DATA.mean/std), needed only by the release variant's random start.
@@ -56,13 +65,13 @@ class RPPGD(Attack):
     needs_features = True
     intra_weight = 0.0  # RP-PGD has no intra-class term (RP-PGD++ sets w_intra)
 
-    def __init__(self, model: nn.Module, eps: float = 0.03, alpha: float = 0.01, steps: int = 3,
+    def __init__(self, model: nn.Module, eps: float = 0.03, alpha: float | None = None, steps: int = 3,
                  random_start: bool = True, variant: str = "described", w_region: float = 0.5, w_inter: float = 0.25,
                  pool: str | None = None, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                  seed: int | None = None, ignore_index: int = 255, best: bool = False) -> None:
-        super().__init__(model, eps=eps, alpha=alpha, steps=steps, random_start=random_start, seed=seed,
-                         ignore_index=ignore_index, best=best)
         check_choice("variant", variant, tuple(VARIANTS))
+        super().__init__(model, eps=eps, alpha=default_alpha(alpha, eps, steps, variant), steps=steps,
+                         random_start=random_start, seed=seed, ignore_index=ignore_index, best=best)
         switches = VARIANTS[variant]
         if pool is not None:
             check_choice("pool", pool, POOLS)
@@ -139,7 +148,7 @@ class RPPGDPlusPlus(RPPGD):
 
     name = "rppgd++"
 
-    def __init__(self, model: nn.Module, eps: float = 0.03, alpha: float = 0.01, steps: int = 3,
+    def __init__(self, model: nn.Module, eps: float = 0.03, alpha: float | None = None, steps: int = 3,
                  random_start: bool = True, variant: str = "described", w_region: float = 0.5, w_inter: float = 0.25,
                  w_intra: float = 0.25, tau: float = 0.9, intra_exclude: Sequence[int] = (), pool: str | None = None,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None, seed: int | None = None,

@@ -3,6 +3,7 @@ adversarial training, the mixed batch. tool_train/train.py and the benchmarks ru
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -50,33 +51,48 @@ def adversarial_count(batch: int, ratio: float) -> int:
     return min(batch, max(1, math.floor(ratio * batch + 0.5)))
 
 
-def adversarial_batch(attack: Attack, images: torch.Tensor, labels: torch.Tensor, ratio: float
-                      ) -> tuple[torch.Tensor, int]:
-    """The training batch with its first adversarial_count(N, ratio) images replaced by adversarial versions.
+def adversarial_batch(attack: Attack, images: torch.Tensor, labels: torch.Tensor, ratio: float,
+                      composition: str = "attacked") -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The training batch with adversarial_count(N, ratio) images replaced by adversarial versions, those first.
 
-    Only those images are attacked (the release attacked the whole batch and threw half away); the attack runs
-    in eval mode (BN running statistics and dropout untouched) and restores every module's mode. Returns the
-    batch (N,3,H,W) and the number of adversarial images at its front.
+    composition "attacked": only the replaced images (the first ones) are attacked. "release": as the RP-PGD
+    release, the whole batch is attacked and the adversarial versions of its second half (images N//2 ..) are
+    kept beside the clean first half, so with batch-pooled attack terms a kept image depends on the discarded
+    ones (ratio must be 0.5). The attack runs in eval mode (BN running statistics and dropout untouched) and
+    restores every module's mode. Returns the batch (N,3,H,W), its labels (N,H,W) and the number of adversarial
+    images at its front.
     """
+    if composition == "release":
+        half = len(images) // 2
+        adv = attack(images, labels)
+        return torch.cat([adv[half:], images[:half]]), torch.cat([labels[half:], labels[:half]]), len(images) - half
     n_adv = adversarial_count(len(images), ratio)
     adv = attack(images[:n_adv], labels[:n_adv])
-    return torch.cat([adv, images[n_adv:]]), n_adv
+    return torch.cat([adv, images[n_adv:]]), labels, n_adv
+
+
+class StepResult(NamedTuple):
+    logits: torch.Tensor      # (N,K,H,W) detached, of the batch as trained (adversarial images first)
+    labels: torch.Tensor      # (N,H,W) in the same order
+    main_loss: torch.Tensor   # detached
+    aux_loss: torch.Tensor    # detached
+    n_adv: int                # adversarial images at the front
 
 
 def train_step(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, optimizer: torch.optim.Optimizer,
-               scheduler, cfg, attack: Attack | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+               scheduler, cfg, attack: Attack | None = None) -> StepResult:
     """One optimisation step on a batch (N,3,H,W): CE(main) + TRAIN.aux_weight x CE(aux), adversarial when
     `attack` is given (built on the unwrapped model; ADV_TRAIN.adv_ratio of the batch is replaced).
 
-    Returns the main logits (detached), the main and auxiliary losses (detached) and the number of adversarial
-    images at the front of the batch. Under DDP every process then takes rank 0's BatchNorm statistics (what DDP
-    broadcasts before the next forward anyway), so the next attack, a validation and a checkpoint see one model on
-    every process, and a resumed run continues exactly.
+    Returns a StepResult: the batch as trained (its adversarial images first, see adversarial_batch). Under DDP
+    every process then takes rank 0's BatchNorm statistics (what DDP broadcasts before the next forward anyway),
+    so the next attack, a validation and a checkpoint see one model on every process, and a resumed run continues
+    exactly.
     """
     n_adv = 0
     if attack is not None:
-        images, n_adv = adversarial_batch(attack, images, labels, cfg.ADV_TRAIN.adv_ratio)
+        images, labels, n_adv = adversarial_batch(attack, images, labels, cfg.ADV_TRAIN.adv_ratio,
+                                                  cfg.ADV_TRAIN.composition)
     out = net(images, return_dict=True)
     main_loss = segmentation_loss(out["out"], labels, cfg.DATA.ignore_index)
     aux_loss = segmentation_loss(out["aux"], labels, cfg.DATA.ignore_index)
@@ -86,4 +102,4 @@ def train_step(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, optim
     optimizer.step()
     scheduler.step()
     share_buffers(net)
-    return out["out"].detach(), main_loss.detach(), aux_loss.detach(), n_adv
+    return StepResult(out["out"].detach(), labels, main_loss.detach(), aux_loss.detach(), n_adv)

@@ -32,7 +32,8 @@ def test_only_the_configured_fraction_is_attacked_and_the_rest_is_untouched(rati
         calls.append(len(images))
         return real_call(images, labels, **kw)
     atk.run = spy
-    mixed, n_adv = adversarial_batch(atk, x, y, ratio)
+    mixed, labels, n_adv = adversarial_batch(atk, x, y, ratio)
+    assert labels is y
     assert n_adv == adversarial_count(8, ratio) and calls == [n_adv], "only the used images are attacked"
     assert mixed.shape == x.shape
     assert torch.equal(mixed[n_adv:], x[n_adv:]), "the clean part is untouched"
@@ -59,3 +60,28 @@ def test_the_attack_runs_in_eval_mode_and_leaves_bn_statistics_alone():
         if k in stats:
             assert torch.equal(v, stats[k]), f"{k} changed during the attack"
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_the_release_composition_attacks_the_whole_batch_and_keeps_the_second_half():
+    """METHOD.md §4 point 8: the whole batch is attacked with batch-pooled terms and the adversarial second half is
+    kept (first in the returned batch, with its labels); a kept image then depends on the discarded first half,
+    which the default composition never lets happen."""
+    model = TinySeg().eval()
+    x, y = batch(4)
+    atk = build_attack("rppgd++", model, eps=0.03, alpha=0.01, steps=2, random_start=False, pool="batch")
+    mixed, labels, n_adv = adversarial_batch(atk, x, y, 0.5, "release")
+    assert n_adv == 2 and torch.equal(mixed[2:], x[:2]) and torch.equal(labels, torch.cat([y[2:], y[:2]]))
+    assert torch.equal(mixed[:2], atk(x, y)[2:])
+    other = x.clone()
+    other[:2] = torch.rand(2, *x.shape[1:], generator=torch.Generator().manual_seed(9))  # another discarded half
+    kept_other = adversarial_batch(atk, other, y, 0.5, "release")[0][:2]
+    assert not torch.equal(kept_other, mixed[:2]), "the kept half depends on the discarded half"
+    own = adversarial_batch(atk, x.flip(0), y.flip(0), 0.5)[0][:2]  # the default: the attacked images alone
+    assert torch.equal(own, atk(x.flip(0)[:2], y.flip(0)[:2]))
+
+
+def test_the_release_composition_needs_half_a_batch(tiny_cfg):
+    from util.errors import UserError
+    with pytest.raises(UserError, match="composition release keeps .*adv_ratio 0.5, got 0.25"):
+        tiny_cfg("ADV_TRAIN.composition", "release", "ADV_TRAIN.adv_ratio", "0.25")
+    assert tiny_cfg("ADV_TRAIN.composition", "release").ADV_TRAIN.composition == "release"

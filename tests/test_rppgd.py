@@ -199,3 +199,13 @@ def test_negative_prototype_weights_flip_their_terms(trained_tiny, w_inter, w_in
     assert any(abs(r.extra["intra"]) > 1e-4 for r in res.trace)
     with pytest.raises(ValueError, match="w_region"):
         RPPGDPlusPlus(model, w_region=-1.0)
+
+
+def test_the_release_variant_steps_eps_over_steps_unless_alpha_is_given():
+    model = TinySeg()
+    assert RPPGDPlusPlus(model, variant="release", mean=[0.5] * 3, std=[0.5] * 3).alpha == pytest.approx(0.01)
+    assert RPPGD(model, eps=0.06, steps=4, variant="release", mean=[0.5] * 3, std=[0.5] * 3).alpha == 0.015
+    assert RPPGD(model, eps=0.06, steps=4, alpha=0.02, variant="release", mean=[0.5] * 3, std=[0.5] * 3).alpha == 0.02
+    assert RPPGD(model, eps=0.06, steps=4).alpha == 0.01  # the described variant keeps its default
+    atk = RPPGD(model, eps=0.06, steps=4, variant="release", random_start=False)
+    assert atk.params()["alpha"] == 0.015  # recorded as used, so build_attack(**params()) rebuilds it

@@ -74,7 +74,8 @@ def train_epoch(net, batches, first: int, iters: int, optimizer, scheduler, cfg,
         images = images.to(env.device, non_blocking=True)
         labels = labels.to(env.device, non_blocking=True)
         try:
-            logits, main_loss, aux_loss, n_adv = train_step(net, images, labels, optimizer, scheduler, cfg, attack)
+            logits, labels, main_loss, aux_loss, n_adv = train_step(net, images, labels, optimizer, scheduler, cfg,
+                                                                    attack)
         except NonFiniteError as exc:
             raise RunStopped(f"epoch {epoch} iteration {it}/{iters}: {exc}; {checkpoints.kept()}",
                              EXIT_NON_FINITE) from exc

@@ -87,6 +87,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         # take the attack's defaults); override one entry with ADV_TRAIN.attack.steps 7
         "attack": {"name": "rppgd++", "eps": 0.03, "alpha": 0.01, "steps": 3, "random_start": True},
         "adv_ratio": 0.5,  # fraction of each per-process batch replaced by its adversarial version (0, 1]
+        # attacked: only the images that are replaced are attacked | release: the RP-PGD release's composition,
+        # the whole per-process batch attacked (its batch-pooled terms then see every image) and the adversarial
+        # second half kept (needs adv_ratio 0.5)
+        "composition": "attacked",
         # robust validation, which then chooses model/best.pth: an attack spec {name: pgd, eps: 0.03, ...}; {} is off
         "val_attack": {},
         "val_images": 32,  # robust validation runs on the first N validation images (0: all)
@@ -111,6 +115,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "TEST.split": ("val", "train"),
     "TEST.mode": ("whole", "slide"),
     "ADV_TRAIN.method": ("none", "at"),
+    "ADV_TRAIN.composition": ("attacked", "release"),
     "DIST.backend": ("auto", "nccl", "gloo"),
     "DIST.sync_bn": ("auto", "true", "false"),
 }
@@ -362,6 +367,9 @@ def _check_values(cfg: Config) -> None:
         raise UserError(f"TEST.stride_rate must be in (0, 1], got {cfg.TEST.stride_rate}")
     if not 0 < cfg.ADV_TRAIN.adv_ratio <= 1:
         raise UserError(f"ADV_TRAIN.adv_ratio must be in (0, 1], got {cfg.ADV_TRAIN.adv_ratio}")
+    if cfg.ADV_TRAIN.composition == "release" and cfg.ADV_TRAIN.adv_ratio != 0.5:
+        raise UserError(f"ADV_TRAIN.composition release keeps the adversarial second half of the batch: it needs "
+                        f"ADV_TRAIN.adv_ratio 0.5, got {cfg.ADV_TRAIN.adv_ratio}")
     if cfg.ADV_TRAIN.val_images < 0 or cfg.TEST.num_images < 0:
         raise UserError("ADV_TRAIN.val_images and TEST.num_images must be >= 0")
     for name in ("TRAIN.save_freq", "TRAIN.save_iters", "TRAIN.eval_freq"):
