@@ -85,3 +85,29 @@ def test_scripts_exit_2_with_the_message_and_no_traceback(tmp_path):
         assert proc.returncode == 2, proc.stderr
         assert "unknown key 'TRAIN.epoch'; did you mean 'TRAIN.epochs'" in proc.stderr
         assert "Traceback" not in proc.stderr
+
+
+def test_a_file_replaces_its_bases_attack_spec_whole(tmp_path):
+    """An attack spec in a file replaces the base's (no parameters of another attack leak in), and `{}` turns a
+    base's robust validation off."""
+    write_yaml(tmp_path / "base.yaml", "ADV_TRAIN: {method: at, attack: {name: pgd, eps: 0.1, alpha: 0.05, steps: 7},"
+                                       " val_attack: {name: pgd, eps: 0.03}}\n")
+    child = write_yaml(tmp_path / "child.yaml", "_base_: base.yaml\nADV_TRAIN: {attack: {name: rppgd++, steps: 3},"
+                                                " val_attack: {}}\n")
+    cfg = load_config(child)
+    assert cfg.ADV_TRAIN.attack == {"name": "rppgd++", "steps": 3} and cfg.ADV_TRAIN.val_attack == {}
+    assert cfg.ADV_TRAIN.method == "at", "other keys of the section still come from the base"
+
+
+def test_the_release_recipe_config():
+    """config/voc2012/voc2012_pspnet50_sat_release.yaml: the released attack (alpha eps/3 from the variant), the
+    release's batch composition, per-process BatchNorm, no robust validation."""
+    from tiny_models import TinySeg
+
+    from engine.attacks import attack_spec, build_from_spec
+    cfg = load_config(ROOT / "config/voc2012/voc2012_pspnet50_sat_release.yaml")
+    a = cfg.ADV_TRAIN
+    assert (a.composition, a.adv_ratio, a.val_attack, cfg.DIST.sync_bn) == ("release", 0.5, {}, "false")
+    atk = build_from_spec(attack_spec(a.attack, "ADV_TRAIN.attack"), TinySeg(), cfg)
+    assert atk.variant == "release" and atk.alpha == pytest.approx(0.01) and atk.steps == 3 and atk.pool == "batch"
+    assert (cfg.TRAIN.batch_size, cfg.TRAIN.epochs, cfg.TRAIN.crop_size) == (16, 50, [473, 473])

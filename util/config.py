@@ -214,16 +214,12 @@ def _read_with_bases(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
     if base is None:
         return data
     base_data = _read_with_bases(path.parent / base, seen + (path.resolve(),))
-    _deep_update(base_data, data)
-    return base_data
-
-
-def _deep_update(into: dict, new: dict) -> None:
-    for k, v in new.items():
-        if isinstance(v, dict) and isinstance(into.get(k), dict):
-            _deep_update(into[k], v)
+    for section, values in data.items():  # a file's key replaces its base's value whole (an attack spec too)
+        if isinstance(values, dict) and isinstance(base_data.get(section), dict):
+            base_data[section].update(values)
         else:
-            into[k] = v
+            base_data[section] = values
+    return base_data
 
 
 def _merge(into: dict[str, dict], new: dict[str, Any], source: str) -> None:
