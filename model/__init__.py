@@ -8,6 +8,7 @@ from model.deeplabv3 import ASPPHead
 from model.pspnet import PSPHead
 from model.resnet import DilatedResNet, load_backbone_weights
 from model.segmentor import Segmentor
+from model.semseg import SemsegASPPHead, SemsegPSPHead, semseg_aux_head
 from util.errors import UserError
 
 __all__ = ["build_model", "Segmentor", "DilatedResNet", "load_backbone_weights"]
@@ -22,6 +23,18 @@ def build_model(cfg) -> Segmentor:
     backbone = DilatedResNet(m.layers, deep_stem=m.deep_stem)
     c3, c4 = backbone.channels
     k = cfg.DATA.classes
+    if m.arch not in ("pspnet", "deeplabv3"):
+        raise UserError(f"MODEL.arch must be 'pspnet' or 'deeplabv3', got '{m.arch}'")
+    if m.style == "semseg":  # semseg's / the RP-PGD release's heads, layer for layer (model/semseg.py)
+        if m.head_channels:
+            raise UserError("MODEL.head_channels is fixed by MODEL.style semseg (PSPNet 512, DeepLabv3 256): leave "
+                            "it 0")
+        head_s = SemsegPSPHead(c4, k, m.psp_bins, m.dropout) if m.arch == "pspnet" else \
+            SemsegASPPHead(c4, k, m.aspp_rates, m.dropout)
+        if m.pretrained:
+            load_backbone_weights(backbone, m.pretrained)
+        return Segmentor(backbone, head_s, semseg_aux_head(m.arch, c3, k, m.dropout), mean=cfg.DATA.mean,
+                         std=cfg.DATA.std, align_corners=True)
     if m.arch == "pspnet":
         head: nn.Module = PSPHead(c4, k, bins=m.psp_bins, channels=m.head_channels or 512, dropout=m.dropout)
     elif m.arch == "deeplabv3":

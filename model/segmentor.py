@@ -37,8 +37,10 @@ class Segmentor(nn.Module):
         aux_head: nn.Module,
         mean: Sequence[float],
         std: Sequence[float],
+        align_corners: bool = False,
     ) -> None:
         super().__init__()
+        self.align_corners = align_corners  # semseg-style networks upsample their logits with align_corners=True
         self.normalize = Normalize(mean, std)
         self.backbone = backbone
         self.head = head
@@ -49,12 +51,12 @@ class Segmentor(nn.Module):
             raise ValueError(f"expected images of shape (N,3,H,W), got {tuple(x.shape)}")
         size = x.shape[-2:]
         c3, c4 = self.backbone(self.normalize(x))
-        out = F.interpolate(self.head(c4), size=size, mode="bilinear", align_corners=False)
+        out = F.interpolate(self.head(c4), size=size, mode="bilinear", align_corners=self.align_corners)
         if not return_dict:
             return out
         aux = None
         if self.training:
-            aux = F.interpolate(self.aux_head(c3), size=size, mode="bilinear", align_corners=False)
+            aux = F.interpolate(self.aux_head(c3), size=size, mode="bilinear", align_corners=self.align_corners)
         return {"out": out, "aux": aux, "feat": c4}
 
     def head_parameters(self) -> list[nn.Parameter]:

@@ -39,6 +39,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     },
     "MODEL": {
         "arch": "pspnet",  # pspnet | deeplabv3
+        # torchvision: this project's heads | semseg: semseg's PSPNet / the RP-PGD release's DeepLabV3 heads and
+        # align_corners=True, so their checkpoints load (model/semseg.py)
+        "style": "torchvision",
         "layers": 50,  # 18 | 34 | 50 | 101
         "deep_stem": True,  # semseg's 3-conv stem; false: torchvision's 7x7 stem
         "pretrained": "",  # ImageNet backbone file (initmodel/README.md); empty: random init
@@ -115,6 +118,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "TEST.split": ("val", "train"),
     "TEST.mode": ("whole", "slide"),
     "ADV_TRAIN.method": ("none", "at"),
+    "MODEL.style": ("torchvision", "semseg"),
     "ADV_TRAIN.composition": ("attacked", "release"),
     "DIST.backend": ("auto", "nccl", "gloo"),
     "DIST.sync_bn": ("auto", "true", "false"),

@@ -1,0 +1,141 @@
+"""`MODEL.style semseg`: the heads of semseg's PSPNet and of the RP-PGD release's DeepLabV3, layer for layer, and
+the mapping of their checkpoints' parameter names onto this project's.
+
+semseg (hszhao/semseg), DDC-AT and the RP-PGD release build `layer0` (the stem), `layer1..4` (a ResNet whose
+layer3/layer4 3x3 convolutions are dilated by 2 and 4, which is this project's DilatedResNet), then
+- PSPNet: `ppm.features[i]` = (adaptive pool to bin i, 1x1 conv to 2048/len(bins), BN, ReLU), upsampled with
+  align_corners=True and concatenated with the features; `cls` = (3x3 conv to 512, BN, ReLU, Dropout2d, 1x1 conv);
+  `aux` on layer3 = (3x3 conv to 256, BN, ReLU, Dropout2d, 1x1 conv);
+- DeepLabV3 (the release's): `aspp.convs` = (1x1, three 3x3 atrous at the rates, image pooling), each conv + BN +
+  ReLU, concatenated; `cls` = (1x1 conv to 256, BN, ReLU, Dropout2d, 1x1 conv); `aux` = (1x1 conv to 256, BN, ReLU,
+  Dropout2d, 1x1 conv);
+and upsample the logits to the input size with align_corners=True (their inputs have (H-1) % 8 == 0).
+"""
+from __future__ import annotations
+
+import re
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _conv_bn_relu(cin: int, cout: int, kernel: int, dilation: int = 1) -> list[nn.Module]:
+    pad = dilation * (kernel // 2)
+    return [nn.Conv2d(cin, cout, kernel, padding=pad, dilation=dilation, bias=False), nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True)]
+
+
+def _classifier(cin: int, channels: int, classes: int, kernel: int, dropout: float) -> nn.Sequential:
+    """conv (kernel) + BN + ReLU + Dropout2d + 1x1 conv: indices 0, 1, 2, 3, 4 as semseg's `cls` and `aux`."""
+    return nn.Sequential(*_conv_bn_relu(cin, channels, kernel), nn.Dropout2d(dropout), nn.Conv2d(channels, classes, 1))
+
+
+class PPM(nn.Module):
+    def __init__(self, in_channels: int, bins: Sequence[int]) -> None:
+        super().__init__()
+        reduction = in_channels // len(bins)
+        self.features = nn.ModuleList(nn.Sequential(nn.AdaptiveAvgPool2d(b), *_conv_bn_relu(in_channels, reduction, 1))
+                                      for b in bins)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[-2:]
+        return torch.cat([x] + [F.interpolate(f(x), size, mode="bilinear", align_corners=True) for f in self.features],
+                         1)
+
+
+class SemsegPSPHead(nn.Module):
+    def __init__(self, in_channels: int, classes: int, bins: Sequence[int] = (1, 2, 3, 6), dropout: float = 0.1
+                 ) -> None:
+        super().__init__()
+        self.ppm = PPM(in_channels, bins)
+        self.cls = _classifier(2 * in_channels, 512, classes, 3, dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.cls(self.ppm(x))
+
+
+class ASPP(nn.Module):
+    def __init__(self, in_channels: int, channels: int, rates: Sequence[int]) -> None:
+        super().__init__()
+        branches = [nn.Sequential(*_conv_bn_relu(in_channels, channels, 1))]
+        branches += [nn.Sequential(*_conv_bn_relu(in_channels, channels, 3, r)) for r in rates]
+        branches.append(nn.Sequential(nn.AdaptiveAvgPool2d(1), *_conv_bn_relu(in_channels, channels, 1)))
+        self.convs = nn.ModuleList(branches)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = [conv(x) for conv in self.convs[:-1]]
+        out.append(F.interpolate(self.convs[-1](x), x.shape[2:], mode="bilinear", align_corners=True))
+        return torch.cat(out, 1)
+
+
+class SemsegASPPHead(nn.Module):
+    def __init__(self, in_channels: int, classes: int, rates: Sequence[int] = (6, 12, 18), dropout: float = 0.1
+                 ) -> None:
+        super().__init__()
+        self.aspp = ASPP(in_channels, 256, rates)
+        self.cls = _classifier(256 * (len(rates) + 2), 256, classes, 1, dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.cls(self.aspp(x))
+
+
+def semseg_aux_head(arch: str, in_channels: int, classes: int, dropout: float = 0.1) -> nn.Sequential:
+    """PSPNet's aux: 3x3 conv to 256; the release's DeepLabV3 aux: 1x1 conv to 256."""
+    return _classifier(in_channels, 256, classes, 3 if arch == "pspnet" else 1, dropout)
+
+
+# layer0 of semseg's ResNet: the plain stem is (conv1, bn1, relu, maxpool), the deep one (conv1, bn1, relu,
+# conv2, bn2, relu, conv3, bn3, relu, maxpool)
+STEMS = {False: {"0": "conv1", "1": "bn1"},
+         True: {"0": "conv1", "1": "bn1", "3": "conv2", "4": "bn2", "6": "conv3", "7": "bn3"}}
+
+
+def semseg_key(key: str, deep_stem: bool) -> str | None:
+    """This project's name for a semseg-style checkpoint key (without `module.`), or None if it has none."""
+    m = re.match(r"layer0\.(\d+)\.(.+)$", key)
+    if m:
+        name = STEMS[deep_stem].get(m.group(1))
+        return None if name is None else f"backbone.{name}.{m.group(2)}"
+    if re.match(r"layer[1-4]\.", key):
+        return f"backbone.{key}"
+    renames = (("ppm.", "head.ppm."), ("aspp.", "head.aspp."), ("cls.", "head.cls."), ("aux.", "aux_head."))
+    for prefix, target in renames:
+        if key.startswith(prefix):
+            return target + key[len(prefix):]
+    return None
+
+
+def is_semseg_state(state: dict) -> bool:
+    """Whether a state dict has semseg-style names (`layer0.*`, optionally under DDP's `module.` prefix)."""
+    return any(k.removeprefix("module.").startswith("layer0.") for k in state)
+
+
+def from_semseg_state(state: dict[str, torch.Tensor], deep_stem: bool) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """A semseg/DDC-AT/release state dict renamed to this project's keys, and the keys that have no counterpart."""
+    out, unmapped = {}, []
+    for key, value in state.items():
+        name = semseg_key(key.removeprefix("module."), deep_stem)
+        if name is None:
+            unmapped.append(key)
+        else:
+            out[name] = value
+    return out, unmapped
+
+
+def to_semseg_state(state: dict[str, torch.Tensor], deep_stem: bool) -> dict[str, torch.Tensor]:
+    """The inverse of from_semseg_state: this project's semseg-style weights under semseg's names."""
+    stem = {v: k for k, v in STEMS[deep_stem].items()}
+    renames = (("head.ppm.", "ppm."), ("head.aspp.", "aspp."), ("head.cls.", "cls."), ("aux_head.", "aux."))
+    out = {}
+    for key, value in state.items():
+        m = re.match(r"backbone\.(conv\d|bn\d)\.(.+)$", key)
+        if m:
+            out[f"layer0.{stem[m.group(1)]}.{m.group(2)}"] = value
+        elif key.startswith("backbone.layer"):
+            out[key.removeprefix("backbone.")] = value
+        else:
+            prefix, target = next((p, t) for p, t in renames if key.startswith(p))
+            out[target + key[len(prefix):]] = value
+    return out
