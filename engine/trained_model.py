@@ -36,13 +36,16 @@ def project_weights(weights: dict[str, torch.Tensor], cfg, path: Path) -> dict[s
     the file's stem."""
     if not is_semseg_state(weights):
         return weights
-    deep = any(k.removeprefix("module.").startswith("layer0.3.") for k in weights)
+    deep = any(k.removeprefix("module.").startswith("layer0.3.") for k in weights)  # the deep stem's conv2
     need = []
     if cfg.MODEL.style != "semseg":
         need.append("MODEL.style semseg")
     if cfg.MODEL.deep_stem != deep:
         need.append(f"MODEL.deep_stem {str(deep).lower()}")
-    arch = "deeplabv3" if any(k.removeprefix("module.").startswith("aspp.") for k in weights) else "pspnet"
+    names = [k.removeprefix("module.") for k in weights]
+    arch = "deeplabv3" if any(k.startswith("aspp.") for k in names) else "pspnet"
+    if any(k.startswith("cls1.") for k in names):
+        arch += "_ddcat"
     if cfg.MODEL.arch != arch:
         need.append(f"MODEL.arch {arch}")
     if need:

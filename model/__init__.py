@@ -8,8 +8,10 @@ from model.deeplabv3 import ASPPHead
 from model.pspnet import PSPHead
 from model.resnet import DilatedResNet, load_backbone_weights
 from model.segmentor import Segmentor
-from model.semseg import SemsegASPPHead, SemsegPSPHead, semseg_aux_head
+from model.semseg import DDCATHead, SemsegASPPHead, SemsegPSPHead, semseg_aux_head
 from util.errors import UserError
+
+ARCHS = ("pspnet", "deeplabv3", "pspnet_ddcat", "deeplabv3_ddcat")  # the last two: DDC-AT's, MODEL.style semseg
 
 __all__ = ["build_model", "Segmentor", "DilatedResNet", "load_backbone_weights"]
 
@@ -23,14 +25,20 @@ def build_model(cfg) -> Segmentor:
     backbone = DilatedResNet(m.layers, deep_stem=m.deep_stem)
     c3, c4 = backbone.channels
     k = cfg.DATA.classes
-    if m.arch not in ("pspnet", "deeplabv3"):
-        raise UserError(f"MODEL.arch must be 'pspnet' or 'deeplabv3', got '{m.arch}'")
-    if m.style == "semseg":  # semseg's / the RP-PGD release's heads, layer for layer (model/semseg.py)
+    if m.arch not in ARCHS:
+        raise UserError(f"MODEL.arch must be one of {', '.join(ARCHS)}, got '{m.arch}'")
+    if m.arch.endswith("_ddcat") and m.style != "semseg":
+        raise UserError(f"MODEL.arch {m.arch} (DDC-AT's network) needs MODEL.style semseg")
+    if m.style == "semseg":  # semseg's / the RP-PGD release's / DDC-AT's heads, layer for layer (model/semseg.py)
         if m.head_channels:
             raise UserError("MODEL.head_channels is fixed by MODEL.style semseg (PSPNet 512, DeepLabv3 256): leave "
                             "it 0")
-        head_s = SemsegPSPHead(c4, k, m.psp_bins, m.dropout) if m.arch == "pspnet" else \
-            SemsegASPPHead(c4, k, m.aspp_rates, m.dropout)
+        if m.arch.endswith("_ddcat"):
+            head_s: nn.Module = DDCATHead(m.arch, c4, k, m.psp_bins, m.aspp_rates, m.dropout)
+        elif m.arch == "pspnet":
+            head_s = SemsegPSPHead(c4, k, m.psp_bins, m.dropout)
+        else:
+            head_s = SemsegASPPHead(c4, k, m.aspp_rates, m.dropout)
         if m.pretrained:
             load_backbone_weights(backbone, m.pretrained)
         return Segmentor(backbone, head_s, semseg_aux_head(m.arch, c3, k, m.dropout), mean=cfg.DATA.mean,
@@ -39,8 +47,6 @@ def build_model(cfg) -> Segmentor:
         head: nn.Module = PSPHead(c4, k, bins=m.psp_bins, channels=m.head_channels or 512, dropout=m.dropout)
     elif m.arch == "deeplabv3":
         head = ASPPHead(c4, k, rates=m.aspp_rates, channels=m.head_channels or 256, dropout=m.dropout)
-    else:
-        raise UserError(f"MODEL.arch must be 'pspnet' or 'deeplabv3', got '{m.arch}'")
     aux_head = FCNHead(c3, k)  # 3x3 conv to c3/4 channels, BN, ReLU, dropout 0.1, 1x1 classifier
     if m.pretrained:
         load_backbone_weights(backbone, m.pretrained)

@@ -9,7 +9,8 @@ layer3/layer4 3x3 convolutions are dilated by 2 and 4, which is this project's D
 - DeepLabV3 (the release's): `aspp.convs` = (1x1, three 3x3 atrous at the rates, image pooling), each conv + BN +
   ReLU, concatenated; `cls` = (1x1 conv to 256, BN, ReLU, Dropout2d, 1x1 conv); `aux` = (1x1 conv to 256, BN, ReLU,
   Dropout2d, 1x1 conv);
-and upsample the logits to the input size with align_corners=True (their inputs have (H-1) % 8 == 0).
+and upsample the logits to the input size with align_corners=True (their inputs have (H-1) % 8 == 0). DDC-AT's
+PSPNet_DDCAT and DeepLabV3_DDCAT replace `cls` by three heads (DDCATHead) and `aux` by `aux_cls1`.
 """
 from __future__ import annotations
 
@@ -81,15 +82,46 @@ class SemsegASPPHead(nn.Module):
         return self.cls(self.aspp(x))
 
 
+class DDCATHead(nn.Module):
+    """DDC-AT's three heads over PSPNet's PPM or DeepLabV3's ASPP (its PSPNet_DDCAT / DeepLabV3_DDCAT): `cls1` for
+    clean pixels, `cls2` for adversarial ones, `mask1` (2 outputs) telling them apart. In eval mode DDC-AT's
+    networks return `cls1`'s logits, which its test scripts evaluate (clean and attacked alike); this head does
+    the same. Training DDC-AT (its mask labels) is not part of this project: train mode is refused."""
+
+    def __init__(self, arch: str, in_channels: int, classes: int, bins: Sequence[int], rates: Sequence[int],
+                 dropout: float = 0.1) -> None:
+        super().__init__()
+        if arch == "pspnet_ddcat":
+            self.ppm = PPM(in_channels, bins)
+            width, channels, kernel = 2 * in_channels, 512, 3
+        else:
+            self.aspp = ASPP(in_channels, 256, rates)
+            width, channels, kernel = 256 * (len(rates) + 2), 256, 1
+        self.cls1 = _classifier(width, channels, classes, kernel, dropout)
+        self.mask1 = _classifier(width, channels, 2, kernel, dropout)
+        self.cls2 = _classifier(width, channels, classes, kernel, dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            raise RuntimeError("DDC-AT's networks are evaluated here, not trained (their mask head needs DDC-AT's "
+                               "own training): use MODEL.arch pspnet or deeplabv3 to train")
+        return self.cls1(self.ppm(x) if hasattr(self, "ppm") else self.aspp(x))
+
+
 def semseg_aux_head(arch: str, in_channels: int, classes: int, dropout: float = 0.1) -> nn.Sequential:
-    """PSPNet's aux: 3x3 conv to 256; the release's DeepLabV3 aux: 1x1 conv to 256."""
-    return _classifier(in_channels, 256, classes, 3 if arch == "pspnet" else 1, dropout)
+    """PSPNet's aux (and DDC-AT's aux_cls1): 3x3 conv to 256; DeepLabV3's: 1x1 conv to 256."""
+    return _classifier(in_channels, 256, classes, 3 if arch.startswith("pspnet") else 1, dropout)
 
 
 # layer0 of semseg's ResNet: the plain stem is (conv1, bn1, relu, maxpool), the deep one (conv1, bn1, relu,
 # conv2, bn2, relu, conv3, bn3, relu, maxpool)
 STEMS = {False: {"0": "conv1", "1": "bn1"},
          True: {"0": "conv1", "1": "bn1", "3": "conv2", "4": "bn2", "6": "conv3", "7": "bn3"}}
+
+
+# their head names -> this project's (DDC-AT: cls1, mask1, cls2 and aux_cls1)
+RENAMES = (("ppm.", "head.ppm."), ("aspp.", "head.aspp."), ("cls.", "head.cls."), ("cls1.", "head.cls1."),
+           ("mask1.", "head.mask1."), ("cls2.", "head.cls2."), ("aux.", "aux_head."), ("aux_cls1.", "aux_head."))
 
 
 def semseg_key(key: str, deep_stem: bool) -> str | None:
@@ -100,8 +132,7 @@ def semseg_key(key: str, deep_stem: bool) -> str | None:
         return None if name is None else f"backbone.{name}.{m.group(2)}"
     if re.match(r"layer[1-4]\.", key):
         return f"backbone.{key}"
-    renames = (("ppm.", "head.ppm."), ("aspp.", "head.aspp."), ("cls.", "head.cls."), ("aux.", "aux_head."))
-    for prefix, target in renames:
+    for prefix, target in RENAMES:
         if key.startswith(prefix):
             return target + key[len(prefix):]
     return None
@@ -127,7 +158,8 @@ def from_semseg_state(state: dict[str, torch.Tensor], deep_stem: bool) -> tuple[
 def to_semseg_state(state: dict[str, torch.Tensor], deep_stem: bool) -> dict[str, torch.Tensor]:
     """The inverse of from_semseg_state: this project's semseg-style weights under semseg's names."""
     stem = {v: k for k, v in STEMS[deep_stem].items()}
-    renames = (("head.ppm.", "ppm."), ("head.aspp.", "aspp."), ("head.cls.", "cls."), ("aux_head.", "aux."))
+    ddcat = any(k.startswith("head.cls1.") for k in state)
+    renames = [(t, p) for p, t in RENAMES if (p == "aux_cls1.") == ddcat or not p.startswith("aux")]
     out = {}
     for key, value in state.items():
         m = re.match(r"backbone\.(conv\d|bn\d)\.(.+)$", key)

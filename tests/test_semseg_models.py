@@ -29,6 +29,9 @@ def cfg_of(arch="pspnet", deep_stem=False, *extra):
     ("aspp.convs.4.2.running_mean", False, "head.aspp.convs.4.2.running_mean"),
     ("cls.4.bias", False, "head.cls.4.bias"),
     ("aux.0.weight", False, "aux_head.0.weight"),
+    ("mask1.4.weight", True, "head.mask1.4.weight"),  # DDC-AT's heads
+    ("cls2.1.running_mean", True, "head.cls2.1.running_mean"),
+    ("aux_cls1.0.weight", True, "aux_head.0.weight"),
     ("layer0.2.weight", False, None),  # a ReLU has no weights: such a key has no counterpart
     ("fc.weight", False, None),
 ])
@@ -36,18 +39,19 @@ def test_semseg_names_by_hand(key, deep, ours):
     assert semseg_key(key, deep) == ours
 
 
-@pytest.mark.parametrize("arch", ["pspnet", "deeplabv3"])
+@pytest.mark.parametrize("arch", ["pspnet", "deeplabv3", "pspnet_ddcat", "deeplabv3_ddcat"])
 @pytest.mark.parametrize("deep", [False, True])
 def test_every_key_maps_both_ways(arch, deep):
     state = build_model(cfg_of(arch, deep)).state_dict()
     theirs = to_semseg_state(state, deep)
+    heads = ("cls1", "mask1", "cls2", "aux_cls1") if arch.endswith("_ddcat") else ("cls", "aux")
     assert len(theirs) == len(state) and all(k.split(".")[0] in ("layer0", "layer1", "layer2", "layer3", "layer4",
-                                                                  "ppm", "aspp", "cls", "aux") for k in theirs)
+                                                                  "ppm", "aspp", *heads) for k in theirs)
     back, unmapped = from_semseg_state({"module." + k: v for k, v in theirs.items()}, deep)
     assert unmapped == [] and back.keys() == state.keys()
 
 
-@pytest.mark.parametrize("arch", ["pspnet", "deeplabv3"])
+@pytest.mark.parametrize("arch", ["pspnet", "deeplabv3", "pspnet_ddcat", "deeplabv3_ddcat"])
 def test_a_release_checkpoint_loads_and_gives_the_same_logits(tmp_path, arch):
     """A file as train_sat_psp.py writes it ({'epoch', 'state_dict' with DDP's 'module.' names, 'optimizer'})."""
     torch.manual_seed(0)
@@ -88,3 +92,17 @@ def test_outputs_at_input_size_and_align_corners():
         assert torch.equal(model(x), expected)
     with pytest.raises(UserError, match="head_channels is fixed"):
         build_model(cfg_of("pspnet", False, "MODEL.head_channels", "64"))
+
+
+def test_ddcat_networks_evaluate_their_clean_classifier_and_refuse_training():
+    """DDC-AT's networks in eval mode return cls1's logits (what its test scripts evaluate); training is refused."""
+    model = build_model(cfg_of("pspnet_ddcat", True)).eval()
+    x = torch.rand(1, 3, 41, 41)
+    with torch.no_grad():
+        c3, c4 = model.backbone(model.normalize(x))
+        cls1 = model.head.cls1(model.head.ppm(c4))
+        assert torch.equal(model(x), F.interpolate(cls1, size=(41, 41), mode="bilinear", align_corners=True))
+    with pytest.raises(RuntimeError, match="evaluated here, not trained"):
+        model.train()(x)
+    with pytest.raises(UserError, match="pspnet_ddcat .* needs MODEL.style semseg"):
+        build_model(load_config(ROOT / "config/demo/demo_pspnet18.yaml", ["MODEL.arch", "pspnet_ddcat"]))

@@ -38,7 +38,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "workers": 2,  # data loader processes per training process
     },
     "MODEL": {
-        "arch": "pspnet",  # pspnet | deeplabv3
+        "arch": "pspnet",  # pspnet | deeplabv3 | pspnet_ddcat, deeplabv3_ddcat (DDC-AT's, MODEL.style semseg)
         # torchvision: this project's heads | semseg: semseg's PSPNet / the RP-PGD release's DeepLabV3 heads and
         # align_corners=True, so their checkpoints load (model/semseg.py)
         "style": "torchvision",
@@ -113,7 +113,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 
 CHOICES: dict[str, tuple[Any, ...]] = {
     "DATA.name": ("demo", "voc2012", "cityscapes", "ade20k"),
-    "MODEL.arch": ("pspnet", "deeplabv3"),
+    "MODEL.arch": ("pspnet", "deeplabv3", "pspnet_ddcat", "deeplabv3_ddcat"),
     "MODEL.layers": (18, 34, 50, 101),
     "TEST.split": ("val", "train"),
     "TEST.mode": ("whole", "slide"),
