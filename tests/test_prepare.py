@@ -317,14 +317,14 @@ def test_voc_launcher_trains_on_the_prepared_tree(tmp_path):
                            "--dst", str(tmp_path / "voc2012"), "--workers", "1"], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    # a stand-in for initmodel/resnet50_v2.pth (no download here): semseg's layout, deep stem, classifier included
-    backbone = DilatedResNet(50, deep_stem=True).state_dict()
-    torch.save({"state_dict": {**backbone, "fc.weight": torch.zeros(1000, 2048), "fc.bias": torch.zeros(1000)}},
-               tmp_path / "resnet50_v2.pth")
+    # a stand-in for initmodel/resnet50-0676ba61.pth (no download here): torchvision's layout, plain stem, classifier
+    backbone = DilatedResNet(50, deep_stem=False).state_dict()
+    torch.save({**backbone, "fc.weight": torch.zeros(1000, 2048), "fc.bias": torch.zeros(1000)},
+               tmp_path / "resnet50-0676ba61.pth")
     env = {**os.environ, "PYTHON": sys.executable, "NPROC": "1"}
     proc = subprocess.run(
         ["sh", str(ROOT / "tool_train/voc2012/psp_train_sat.sh"), "DATA.data_root", str(tmp_path / "voc2012"),
-         "EXP.root", str(tmp_path / "exp"), "MODEL.pretrained", str(tmp_path / "resnet50_v2.pth"),
+         "EXP.root", str(tmp_path / "exp"), "MODEL.pretrained", str(tmp_path / "resnet50-0676ba61.pth"),
          "TRAIN.batch_size", "4", "TRAIN.epochs", "1",
          "TRAIN.crop_size", "[65, 65]", "TEST.base_size", "64", "TEST.crop_size", "[65, 65]",
          "ADV_TRAIN.val_images", "1", "DATA.workers", "0"],
