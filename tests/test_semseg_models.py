@@ -106,3 +106,27 @@ def test_ddcat_networks_evaluate_their_clean_classifier_and_refuse_training():
         model.train()(x)
     with pytest.raises(UserError, match="pspnet_ddcat .* needs MODEL.style semseg"):
         build_model(load_config(ROOT / "config/demo/demo_pspnet18.yaml", ["MODEL.arch", "pspnet_ddcat"]))
+
+
+def test_train_weight_starts_from_a_release_checkpoint(tmp_path, tiny_data, capsys):
+    """TRAIN.weight (the release's initialisation) reads its {'epoch', 'state_dict'} files strictly."""
+    import importlib.util
+
+    from util.errors import run_cli
+    spec = importlib.util.spec_from_file_location("train_script", ROOT / "tool_train/train.py")
+    train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train)
+    source = build_model(cfg_of())
+    path = tmp_path / "train_epoch_50.pth"
+    torch.save({"epoch": 50, "state_dict": {"module." + k: v for k, v in
+                                            to_semseg_state(source.state_dict(), False).items()}}, path)
+    common = ["--config", str(ROOT / "config/demo/demo_pspnet18.yaml"), "MODEL.style", "semseg", "MODEL.deep_stem",
+              "false", "MODEL.head_channels", "0", "DATA.data_root", str(tiny_data), "DATA.workers", "0",
+              "EXP.root", str(tmp_path / "exp"), "TRAIN.epochs", "1", "TRAIN.eval_freq", "0", "TRAIN.batch_size", "8",
+              "TRAIN.crop_size", "41"]
+    train.main(common + ["TRAIN.weight", str(path)])
+    log = (tmp_path / "exp" / "demo" / "demo_pspnet18" / "train.log").read_text()
+    assert f"network initialised from TRAIN.weight {path}" in log
+    with pytest.raises(SystemExit) as info:
+        run_cli(lambda: train.main(common + ["TRAIN.weight", str(path), "MODEL.deep_stem", "true", "EXP.name", "x"]))
+    assert info.value.code == 2 and "needs MODEL.deep_stem false" in capsys.readouterr().err

@@ -32,6 +32,7 @@ from engine.evaluation import evaluate
 from engine.interrupts import StopRequests
 from engine.protocols import Protocol, build_protocol
 from engine.resume import Checkpoints, ResumePoint, TrainingState, resume_point, set_rng_states
+from engine.trained_model import project_weights
 from engine.training import (
     adversarial_count,
     build_optimizer,
@@ -176,6 +177,9 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.manual_seed(cfg.EXP.seed)  # identical initial weights on every process
     model = build_model(cfg)
+    if t.weight:  # the network's initial weights (the release's TRAIN.weight); TRAIN.resume then overrides them
+        load_model_state(model, project_weights(load_checkpoint(t.weight, key="TRAIN.weight")["model"], cfg,
+                                                Path(t.weight)), f"TRAIN.weight '{t.weight}'")
     if use_sync_bn(cfg.DIST.sync_bn, env):
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(env.device)
@@ -213,6 +217,8 @@ def main(argv: list[str] | None = None) -> None:
         save_config(cfg, out_dir / "config.yaml")
     logger = make_logger("train", out_dir / "train.log", enabled=env.is_main)
     logger.info(f"run folder {out_dir}; {env.world} process(es) on {env.device.type}")
+    if t.weight:
+        logger.info(f"network initialised from TRAIN.weight {t.weight}")
     if resume:
         logger.info(f"resumed from {resume} after epoch {point.epoch}"
                     + (f" and {point.iteration} iteration(s) of epoch {point.epoch + 1}" if point.iteration else ""))

@@ -69,6 +69,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "save_freq": 10,  # keep model/epoch_<N>.pth every N epochs (0: only last.pth)
         "save_iters": 0,  # also write model/last.pth every N iterations within an epoch (0: at epoch ends only)
         "resume": "",  # a checkpoint written by train.py; "auto": <run>/model/last.pth if present
+        # start the whole network (not the optimizer) from a checkpoint: this project's, or semseg's, DDC-AT's or the
+        # RP-PGD release's (with MODEL.style semseg), loaded strictly, as the release's TRAIN.weight
+        "weight": "",
         "print_freq": 10,  # log a line every N iterations
     },
     "TEST": {
