@@ -196,7 +196,7 @@ def test_training_throughput_benchmark(tmp_path):
     out = tmp_path / "bench.json"
     run([sys.executable, str(ROOT / "tool_bench/bench_train.py"), "--config",
          str(ROOT / "config/voc2012/voc2012_pspnet50_sat.yaml"), "--iters", "2", "--warmup", "1", "--batch", "2",
-         "--block", "1", "--out", str(out), "MODEL.layers", "18", "MODEL.head_channels", "32",
+         "--block", "1", "--out", str(out), "MODEL.layers", "18",
          "TRAIN.crop_size", "33"], cwd=tmp_path)
     result = json.loads(out.read_text())
     assert result["attack"]["name"] == "rppgd++" and result["attack"]["steps"] == 3 and result["crop"] == [33, 33]
