@@ -65,3 +65,14 @@ def test_perfect_and_all_ignored():
 def test_bad_label_value_raises():
     with pytest.raises(ValueError, match="label values"):
         confusion_matrix(torch.zeros(3, dtype=torch.long), torch.tensor([0, 1, 7]), 3)
+
+
+def test_miou_over_all_classes_as_the_released_scripts_print_it():
+    """cal_acc of semseg/DDC-AT/the RP-PGD release: mean over all K classes of I/(U+1e-10), absent classes as 0."""
+    from util.metrics import SegMetric
+    m = SegMetric(4)
+    m.update(torch.tensor([[0, 0, 1], [1, 1, 0]]), torch.tensor([[0, 0, 1], [1, 0, 0]]), 0)  # classes 2, 3 absent
+    s = m.summary()
+    # class 0: I 3, U 4; class 1: I 2, U 3; classes 2 and 3 occur nowhere
+    assert s["mIoU"] == pytest.approx((3 / 4 + 2 / 3) / 2)
+    assert s["mIoU_all_classes"] == pytest.approx((3 / 4 + 2 / 3 + 0 + 0) / 4)

@@ -50,6 +50,9 @@ def scores_from_counts(tp: torch.Tensor, gt: torch.Tensor, predicted: torch.Tens
     total = gt.sum()
     return {
         "mIoU": float(miou_from_counts(tp, gt, predicted)),
+        # what semseg's, DDC-AT's and the RP-PGD release's cal_acc print: I / (U + 1e-10) averaged over all K classes,
+        # a class that occurs nowhere counting as 0
+        "mIoU_all_classes": float((tp / (gt + predicted - tp + 1e-10)).mean()) if len(tp) else float("nan"),
         "mAcc": float((tp[gt > 0] / gt[gt > 0]).mean()) if (gt > 0).any() else float("nan"),
         "aAcc": float(tp.sum() / total) if total > 0 else float("nan"),
         "per_class_iou": [float(v) if o else None for v, o in zip(iou.tolist(), occurs.tolist())],
