@@ -382,8 +382,7 @@ def plain(value: Any) -> Any:
 def keep_best(best_x: torch.Tensor | None, best_score: torch.Tensor | None, x: torch.Tensor, score: torch.Tensor,
               ties: str = "earlier") -> tuple[torch.Tensor, torch.Tensor]:
     """Per image, keep x where its score (N,) is lower than the best so far (x itself when there is no best yet,
-    best_score None); on a tie the earlier x stays
-    (ties="earlier") or x replaces it (ties="later", APGD's rule)."""
+    best_score None); on a tie the earlier x stays (ties="earlier") or x replaces it (ties="later", APGD's rule)."""
     check_choice("ties", ties, ("earlier", "later"))
     if best_score is None:
         return x.clone(), score.clone()
