@@ -77,7 +77,7 @@ def evaluate_shard(protocol: Protocol, loader, env: DistEnv, num_classes: int, a
                                      f"image(s) {where} ({exc})", EXIT_NON_FINITE) from exc
                 if attack is None and not metric.per_image:  # the first clean batch: is the model what it seems?
                     metric.warnings += first_batch_warnings(protocol, x[:1].to(env.device), y[:1].to(env.device),
-                                                            idx[:1], prediction.logits)
+                                                            idx[:1])
                 metric.zero_gradient += [idx[i] for i in prediction.zero_gradient]
                 labels_cpu = prediction.labels.cpu()
                 pred = prediction.logits.detach().argmax(1).cpu()
@@ -94,10 +94,14 @@ def evaluate_shard(protocol: Protocol, loader, env: DistEnv, num_classes: int, a
     return metric
 
 
-def first_batch_warnings(protocol: Protocol, x: torch.Tensor, y: torch.Tensor, idx: list[int], logits: torch.Tensor
-                         ) -> list[str]:
-    """engine.sanity's checks of the model on the first clean batch (x, y: its first image)."""
-    return (mode_warnings(protocol.model) + output_warnings(logits)
+def first_batch_warnings(protocol: Protocol, x: torch.Tensor, y: torch.Tensor, idx: list[int]) -> list[str]:
+    """engine.sanity's checks of the model on the first clean batch (x, y: its first image). The outputs are the
+    model's own on the image's corner of at most the crop size (a protocol's prediction may be probabilities by
+    definition: legacy averages softmax)."""
+    crop = protocol.settings["crop"]
+    with torch.no_grad():
+        outputs = protocol.model(x[..., :crop[0], :crop[1]])
+    return (mode_warnings(protocol.model) + output_warnings(outputs)
             + randomness_warnings(lambda: protocol.predict(x, y, idx).logits))
 
 

@@ -2,11 +2,14 @@
 
 - `full` (default): the configured inference (whole image or sliding window, util.inference.infer) is one
   differentiable function of the whole image; the attack optimises one perturbation of the image through it.
-- `legacy` (DDC-AT and the RP-PGD release): the long side is resized to TEST.base_size, the image is cut into
-  sliding-window crops (TEST.crop_size, TEST.stride_rate) and every crop is attacked on its own with its own
-  crop of the labels (nearest-resized, padded with ignore); the logits of the adversarial crops are averaged
-  as in clean sliding-window inference. Overlapping crops carry different perturbations, so there is no single
-  adversarial image.
+- `legacy` (the released test scripts of semseg, DDC-AT and the RP-PGD release, step for step): each image on
+  its own; for each of TEST.scales its long side to round(scale * TEST.base_size) (cv2 bilinear; labels nearest,
+  Cityscapes' images and labels first to TEST.legacy_resize), mean-colour padding, sliding-window crops
+  (TEST.crop_size, stride ceil(crop * TEST.stride_rate)); a clean crop's softmax is averaged with its mirrored
+  crop's, an attacked crop is attacked on its own with its own crop of the labels and not mirrored; softmax
+  probabilities (not logits) are averaged where crops overlap, cut, resized back with cv2's bilinear rule and
+  averaged over the scales. Overlapping crops carry different perturbations, so there is no single adversarial
+  image; the "logits" a legacy prediction returns are these probabilities (float64), whose argmax is scored.
 - `center` (SEA, its `_val_sync_transform`): the short side is resized to the crop size (bilinear image, nearest
   labels) and the centre square of TEST.crop_size is kept; clean and attacked predictions and the metrics are
   those of the crop.
@@ -21,7 +24,7 @@ number of processes. A new protocol is one Protocol subclass and one entry in PR
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -31,25 +34,17 @@ from torch import nn
 from attack import Attack, AttackResult
 from engine.attacks import AttackSpec, build_from_spec
 from util.errors import UserError
-from util.inference import Inference, cut_crops, infer, pad_labels, stitch
+from util.inference import Inference, Tiling, cut_crops, pad_labels, stitch
+from util.rescale import long_side_size, resize_image, resize_labels, resize_maps
 
-# on_iterate(step, logits (N,K,h,w), labels (N,h,w)): called with every judged iterate of an attacked batch, the
-# logits and labels being those the protocol scores (for convergence curves)
+# on_iterate(step, logits (N,K,h,w), labels (N,h,w)): called with every judged iterate of an attacked batch (under
+# legacy, of each image of it), the logits and labels being those the protocol scores (for convergence curves)
 OnIterate = Callable[[int, torch.Tensor, torch.Tensor], None]
 
 
 def image_seed(seed: int, *keys: int) -> int:
     """A 32-bit seed for (seed, dataset index[, crop]), decorrelated across neighbouring indices."""
     return int(np.random.SeedSequence([seed, *keys]).generate_state(1)[0])
-
-
-def resize_pair(x: torch.Tensor, y: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images bilinear, labels nearest, to size (h, w)."""
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x, y
-    x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-    y = F.interpolate(y[:, None].float(), size=size, mode="nearest")[:, 0].long()
-    return x, y
 
 
 def center_crop(x: torch.Tensor, y: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,10 +82,18 @@ class Protocol:
 
     name = ""
     rule = ""  # one line for metrics.json and the report
+    multi_scale = False  # whether the protocol reads TEST.scales
 
-    def __init__(self, model: nn.Module, settings: dict, seed: int = 0, ignore_index: int = 255) -> None:
+    def __init__(self, model: nn.Module, settings: dict, seed: int = 0, ignore_index: int = 255,
+                 scales: tuple[float, ...] = (1.0,), resize: tuple[int, ...] = ()) -> None:
+        """settings: inference_settings(cfg); scales: TEST.scales; resize: TEST.legacy_resize ((h, w) or ()), read
+        by `legacy` alone."""
         self.model, self.settings = model, dict(settings)
         self.seed, self.ignore_index = int(seed), int(ignore_index)
+        self.scales, self.resize = tuple(float(v) for v in scales), tuple(resize)
+        if self.scales != (1.0,) and not self.multi_scale:
+            raise ValueError(f"TEST.scales (multi-scale testing, {list(self.scales)}) is part of protocol legacy; "
+                             f"protocol {self.name} predicts at one scale: leave TEST.scales at [1.0]")
         self.check()
         self._target = self.attack_target()
 
@@ -179,46 +182,103 @@ class Center(Protocol):
 
 class Legacy(Protocol):
     name = "legacy"
-    rule = "each sliding-window crop attacked on its own, long side resized to base_size first"
+    rule = ("the released test script (semseg, DDC-AT, RP-PGD): per image and scale the long side to "
+            "round(scale * base_size) (cv2 bilinear, labels nearest), mean padding, sliding crops, each crop "
+            "predicted on its own (clean: softmax averaged with its horizontal flip; attacked: its own attack with "
+            "its own label crop, no flip), softmax averaged over crops and scales, cv2 bilinear resize back")
+    multi_scale = True
 
     def check(self) -> None:
         if self.settings["mode"] != "slide":
             raise ValueError("protocol legacy attacks sliding-window crops: it needs TEST.mode slide")
+        if self.settings["base_size"] <= 0:
+            raise ValueError("protocol legacy resizes the long side to TEST.base_size as the released scripts do: "
+                             "set TEST.base_size (512 for VOC and ADE20k, 1024 for Cityscapes)")
 
     def describe(self) -> dict:
         out = super().describe()
-        out["seeds"] += " and crop index"
-        return out
+        out["seeds"] += " and crop index (crops of every scale counted in order)"
+        return {**out, "scales": list(self.scales), "resize": list(self.resize) or None}
 
-    def clean(self, x, y):  # the usual sliding-window inference
-        return Prediction(infer(self.model, x, **self.settings), y)
+    def clean(self, x, y):
+        return self.each_image(x, y, lambda view, position: (self.crop_probabilities(view.crops, flip=True), {},
+                                                             False))
 
     def attacked(self, attack, x, y, indices, on_iterate):
-        s = self.settings
-        h, w = x.shape[-2:]
-        xs, ys = x, y
-        if s["base_size"] > 0 and max(h, w) != s["base_size"]:
-            r = s["base_size"] / max(h, w)
-            xs, ys = resize_pair(x, y, (round(h * r), round(w * r)))
-        crops, tiling = cut_crops(xs, s["crop"], s["stride_rate"], s["mean"])
-        padded_labels = pad_labels(ys, s["crop"], self.ignore_index)
-        label_crops = torch.cat([padded_labels[:, y0:y1, x0:x1] for y0, y1, x0, x1 in tiling.boxes])
-        n = x.shape[0]  # crops are crop-major: crop b of image i is at b * n + i
-        seeds = [image_seed(self.seed, indices[i], b) for b in range(len(tiling.boxes)) for i in range(n)]
+        def one(view: LegacyView, position: int):
+            seeds = [image_seed(self.seed, indices[position], b) for b in range(len(view.crops))]
+            hook = None if on_iterate is None else (lambda step, logits: on_iterate(
+                step, self.assemble(logits.detach().softmax(1), view), view.labels))
+            result = self.run_attack(attack, view.crops, view.crop_labels, seeds, hook)
+            runs = {k: self.crop_probabilities(v, flip=False) for k, v in runs_of(result).items()}
+            stuck = len(result.zero_gradient) == len(view.crops)  # every crop's input gradient stayed zero
+            return self.crop_probabilities(result.adv, flip=False), runs, stuck
+        return self.each_image(x, y, one)
 
-        def whole(crop_logits: torch.Tensor) -> torch.Tensor:
-            logits = stitch(crop_logits, tiling)
-            if logits.shape[-2:] != (h, w):
-                logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
-            return logits
-
-        hook = None if on_iterate is None else (lambda step, logits: on_iterate(step, whole(logits), y))
-        result = self.run_attack(attack, crops, label_crops, seeds, hook)
-        zero = set(result.zero_gradient)  # an image whose every crop had a zero gradient
-        stuck = [i for i in range(n) if all(b * n + i in zero for b in range(len(tiling.boxes)))]
+    # ---- the released script's steps -----------------------------------------------------------------------
+    def crop_probabilities(self, crops: torch.Tensor, flip: bool) -> torch.Tensor:
+        """Softmax (B,K,ch,cw) of crops predicted one by one (batched: eval mode makes them independent); with
+        `flip`, averaged with the prediction of the mirrored crop, mirrored back."""
         with torch.no_grad():
-            return Prediction(whole(self.model(result.adv)), y,
-                              {k: whole(self.model(v)) for k, v in runs_of(result).items()}, stuck)
+            if not flip:
+                return self.model(crops).softmax(1)
+            p = self.model(torch.cat([crops, crops.flip(-1)])).softmax(1)
+            return (p[:len(crops)] + p[len(crops):].flip(-1)) / 2
+
+    def each_image(self, x: torch.Tensor, y: torch.Tensor,
+                   predict: Callable[[LegacyView, int], tuple[torch.Tensor, dict, bool]]) -> Prediction:
+        """Every image on its own (the scripts' batch 1): predict(view, batch position) gives its crops'
+        probabilities (B,K,ch,cw), each run's, and whether the image's input gradient stayed zero; they are
+        assembled into the image's float64 probabilities, which the scripts take the argmax of."""
+        probs, labels, runs, stuck = [], [], [], []
+        for i in range(x.shape[0]):
+            view = self.view_of(x[i:i + 1], y[i:i + 1])
+            p, r, zero = predict(view, i)
+            probs.append(self.assemble(p, view))
+            labels.append(view.labels)
+            runs.append({k: self.assemble(v, view) for k, v in r.items()})
+            stuck += [i] if zero else []
+        return Prediction(torch.cat(probs), torch.cat(labels), {k: torch.cat([r[k] for r in runs]) for k in runs[0]},
+                          stuck)
+
+    def view_of(self, x: torch.Tensor, y: torch.Tensor) -> LegacyView:
+        """One image (1,3,H,W) with labels (1,H,W) cut as the scripts cut it, over all scales in order."""
+        s = self.settings
+        original = y
+        if self.resize:  # the Cityscapes scripts: the image to 1024x512 first, and the labels scored at that size
+            x, y = resize_image(x, self.resize), resize_labels(y, self.resize)
+        h, w = x.shape[-2:]
+        crops, crop_labels, tilings = [], [], []
+        for scale in self.scales:
+            size = long_side_size(h, w, round(scale * s["base_size"]))
+            image_crops, tiling = cut_crops(resize_image(x, size), s["crop"], s["stride_rate"], s["mean"])
+            # a scale's label crops come from the original labels resized straight to that scale, as in the scripts
+            padded = pad_labels(resize_labels(original, size), s["crop"], self.ignore_index)
+            crops.append(image_crops)
+            crop_labels += [padded[:, y0:y1, x0:x1] for y0, y1, x0, x1 in tiling.boxes]
+            tilings.append(tiling)
+        return LegacyView(torch.cat(crops), torch.cat(crop_labels), tilings, (h, w), y)
+
+    @staticmethod
+    def assemble(probs: torch.Tensor, view: LegacyView) -> torch.Tensor:
+        """The image's class probabilities (1,K,h,w) from its crops' (B,K,ch,cw): per scale averaged where crops
+        overlap (in float64, as the scripts accumulate), the padding cut off and resized back with cv2's bilinear
+        rule; then averaged over the scales."""
+        total, start = 0, 0
+        for tiling in view.tilings:
+            part = stitch(probs[start:start + len(tiling.boxes)].double(), tiling)
+            start += len(tiling.boxes)
+            total = total + resize_maps(part, view.size)
+        return total / len(view.tilings)
+
+
+class LegacyView(NamedTuple):
+    """One image as protocol legacy predicts it: its crops over every scale, in order, and how to put them back."""
+    crops: torch.Tensor         # (B,3,ch,cw)
+    crop_labels: torch.Tensor   # (B,ch,cw): each crop's own labels, padded with ignore
+    tilings: list[Tiling]       # one per scale, B crops in all
+    size: tuple[int, int]       # (h, w) the probabilities are resized back to
+    labels: torch.Tensor        # (1,h,w): the labels scored
 
 
 def runs_of(result: AttackResult) -> dict[str, torch.Tensor]:
@@ -235,6 +295,7 @@ def build_protocol(cfg, model: nn.Module) -> Protocol:
     if name not in PROTOCOLS:
         raise UserError(f"ATTACK.protocol must be one of {', '.join(PROTOCOLS)}; got {name!r}")
     try:
-        return PROTOCOLS[name](model, inference_settings(cfg), cfg.ATTACK.seed, cfg.DATA.ignore_index)
+        return PROTOCOLS[name](model, inference_settings(cfg), cfg.ATTACK.seed, cfg.DATA.ignore_index,
+                               tuple(cfg.TEST.scales), tuple(cfg.TEST.legacy_resize))
     except ValueError as exc:
         raise UserError(f"ATTACK.protocol: {exc}") from exc

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from tiny_models import TinySeg
+from tiny_models import SpyAttack, TinySeg
 
 from attack import AttackResult, build_attack
 from engine.attacks import AttackSpec
@@ -88,45 +88,9 @@ def test_stitched_features_tile_the_image(model):
     assert out["out"].shape == (1, 7, 32, 32)
 
 
-class Spy:
-    """Stands in for an attack: records its inputs and returns them shifted by a constant."""
-
-    def __init__(self, model):
-        self.model, self.calls = model, []
-
-    def run(self, images, labels, trace=True, on_iterate=None, seeds=None):
-        self.calls.append((images.clone(), labels.clone(), list(seeds)))
-        return AttackResult(adv=(images + 0.01).clamp(0, 1))
-
-
-def test_legacy_attacks_each_crop_on_its_own(model):
-    x, y = sample(2, 40, 36)
-    s = settings(crop=(16, 16), stride_rate=2 / 3)
-    protocol = make("legacy", model, s, seed=5)
-    spy = Spy(model)
-    p = protocol.predict(x, y, [3, 8], spy)
-    logits, labels = p.logits, p.labels
-    assert len(spy.calls) == 1
-    images, crop_labels, seeds = spy.calls[0]
-    boxes = windows(40, 36, (16, 16), 2 / 3)
-    assert images.shape == (2 * len(boxes), 3, 16, 16), "every crop of every image, crop-sized"
-    crops, _ = cut_crops(x, (16, 16), 2 / 3, MEAN)
-    assert torch.equal(images, crops)
-    padded = pad_labels(y, (16, 16), 255)
-    for b, (y0, y1, x0, x1) in enumerate(boxes):
-        for i, index in enumerate((3, 8)):
-            assert torch.equal(crop_labels[b * 2 + i], padded[i, y0:y1, x0:x1])
-            assert seeds[b * 2 + i] == image_seed(5, index, b)
-    assert len(set(seeds)) == len(seeds)
-    assert torch.equal(labels, y) and logits.shape == (2, 7, 40, 36)
-    with torch.no_grad():  # the prediction is the sliding-window average over the attacked crops
-        expected = slide_logits(lambda c: model((c + 0.01).clamp(0, 1)), x, (16, 16), 2 / 3, MEAN)
-    assert torch.allclose(logits, expected, atol=1e-5)
-
-
 def test_legacy_crops_match_attacking_each_crop_alone(model):
     x, y = sample(1, 24, 24)
-    s = settings(crop=(16, 16), stride_rate=0.5)
+    s = settings(crop=(16, 16), stride_rate=0.5, base_size=24)
     protocol = make("legacy", model, s, seed=1)
     atk = build_attack("pgd", model, eps=0.03, alpha=0.01, steps=2)  # legacy attacks the bare model
     recorded = []
@@ -181,7 +145,7 @@ def test_center_predicts_and_attacks_the_crop(model):
     assert p.logits.shape == (2, 7, 32, 32) and p.labels.shape == (2, 32, 32)
     xc, yc = center_crop(x, y, 32)
     assert torch.equal(p.labels, yc)
-    spy = Spy(model)
+    spy = SpyAttack(model)
     attacked = protocol.predict(x, y, [0, 1], spy)
     assert torch.equal(spy.calls[0][0], xc) and torch.equal(spy.calls[0][1], yc), "the attack sees the same crop"
     assert torch.equal(attacked.labels, yc)
@@ -189,7 +153,11 @@ def test_center_predicts_and_attacks_the_crop(model):
 
 def test_protocol_checks_its_settings(model, tiny_cfg):
     with pytest.raises(ValueError, match="slide"):
-        make("legacy", model, settings(mode="whole"))
+        make("legacy", model, settings(mode="whole", base_size=32))
+    with pytest.raises(ValueError, match="TEST.base_size"):
+        make("legacy", model, settings())
+    with pytest.raises(ValueError, match="TEST.scales .* protocol full predicts at one scale"):
+        PROTOCOLS["full"](model, settings(), scales=(0.5, 1.0))
     with pytest.raises(ValueError, match="square"):
         make("center", model, settings(mode="whole", crop=(32, 48)))
     with pytest.raises(UserError, match="ATTACK.protocol must be one of full, legacy, center"):
@@ -205,7 +173,7 @@ def test_protocol_checks_its_settings(model, tiny_cfg):
 def test_results_do_not_depend_on_the_batch(model, name, tiny_cfg):
     """Random starts are seeded by dataset index: a batch of 4 and four batches of 1 give the same predictions."""
     x, y = sample(4, 24, 20)
-    protocol = make(name, model, settings(crop=(16, 16)), seed=3)
+    protocol = make(name, model, settings(crop=(16, 16), base_size=24), seed=3)
     atk = protocol.build_attack(spec("pgd", eps=0.03, alpha=0.01, steps=2), tiny_cfg())
     batched = protocol.predict(x, y, [10, 11, 12, 13], atk).logits
     single = torch.cat([protocol.predict(x[i:i + 1], y[i:i + 1], [10 + i], atk).logits for i in range(4)])
@@ -218,14 +186,16 @@ def test_results_do_not_depend_on_the_batch(model, name, tiny_cfg):
 def test_on_iterate_sees_what_the_protocol_scores(model, name, tiny_cfg):
     """Every judged iterate reaches on_iterate as the protocol's logits and labels; the last one is the result."""
     x, y = sample(2, 40, 36)
-    protocol = make(name, model, settings(crop=(16, 16)), seed=2)
+    protocol = make(name, model, settings(crop=(16, 16), base_size=40), seed=2)
     atk = protocol.build_attack(spec("pgd", eps=0.03, alpha=0.01, steps=3), tiny_cfg())
     seen = []
     p = protocol.predict(x, y, [0, 1], atk, on_iterate=lambda t, lg, lb: seen.append((t, lg, lb)))
     logits, labels = p.logits, p.labels
-    assert [t for t, _, _ in seen] == [0, 1, 2, 3]
-    assert all(lg.shape[-2:] == labels.shape[-2:] and torch.equal(lb, labels) for _, lg, lb in seen)
-    assert torch.allclose(seen[-1][1], logits, atol=1e-5)
+    per_call = 2 if name == "legacy" else 1  # legacy predicts image by image (the scripts' batch 1)
+    assert [t for t, _, _ in seen] == [0, 1, 2, 3] * per_call
+    assert all(lg.shape[-2:] == labels.shape[-2:] for _, lg, _ in seen)
+    assert torch.equal(torch.cat([lb for t, _, lb in seen if t == 3]), labels)
+    assert torch.allclose(torch.cat([lg for t, lg, _ in seen if t == 3]), logits, atol=1e-5)
     untraced = protocol.predict(x, y, [0, 1], atk).logits
     assert torch.allclose(untraced, logits, atol=1e-5), "tracing does not change the attack"
 
@@ -249,7 +219,7 @@ def test_sea_runs_are_scored_on_their_own(model, name, tiny_cfg):
     """evaluate() with SEA keeps a metric per loss run; the attack's own metric is, per image, the run with the
     lowest pixel accuracy (on the crops under legacy, so there only the run metrics are checked)."""
     x, y = sample(3, 40, 36)
-    protocol = make(name, model, settings(crop=(16, 16)), seed=4)
+    protocol = make(name, model, settings(crop=(16, 16), base_size=40), seed=4)
     atk = protocol.build_attack(spec("sea", eps=0.03, steps=4, class_weights=[1.0] * 7), tiny_cfg())
     loader = [(list(x), list(y), [0, 1, 2])]
     metric = evaluate(protocol, loader, single_process(torch.device("cpu")), 7, attack=atk)

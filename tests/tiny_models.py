@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from attack import AttackResult
 from util.dataset import SegDataset
 
 
@@ -31,6 +32,17 @@ class TinySeg(nn.Module):
         feat = self.body((x - self.normalize.mean) / self.normalize.std)
         out = F.interpolate(self.head(feat), size=x.shape[-2:], mode="bilinear", align_corners=False)
         return {"out": out, "aux": None, "feat": feat} if return_dict else out
+
+
+class SpyAttack:
+    """Stands in for an attack: records its inputs and returns them shifted by a constant."""
+
+    def __init__(self, model: nn.Module, shift: float = 0.01) -> None:
+        self.model, self.shift, self.calls = model, shift, []
+
+    def run(self, images, labels, trace=True, on_iterate=None, seeds=None):
+        self.calls.append((images.clone(), labels.clone(), list(seeds)))
+        return AttackResult(adv=(images + self.shift).clamp(0, 1))
 
 
 class LogitsOnly(nn.Module):

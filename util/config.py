@@ -81,6 +81,12 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "base_size": 0,  # resize the long side to this before inference (0: keep the size)
         "crop_size": [473, 473],  # sliding-window crop [h, w]
         "stride_rate": 0.6666666666666666,
+        # protocol legacy only (the released test scripts): multi-scale testing, the long side at
+        # round(scale * base_size) for each scale, class probabilities averaged over the scales
+        "scales": [1.0],
+        # protocol legacy only: [h, w] to which images and labels are first resized (cv2 bilinear / nearest), as the
+        # release's Cityscapes scripts do with [512, 1024]; []: keep the size
+        "legacy_resize": [],
         "batch_size": 1,
         "workers": 2,
         "num_images": 0,  # evaluate only the first N images (0: all)
@@ -368,6 +374,12 @@ def _check_values(cfg: Config) -> None:
         raise UserError("TRAIN.batch_size and TRAIN.epochs must be at least 1")
     if not 0 < cfg.TEST.stride_rate <= 1:
         raise UserError(f"TEST.stride_rate must be in (0, 1], got {cfg.TEST.stride_rate}")
+    if not cfg.TEST.scales or not all(isinstance(v, float) and v > 0 for v in cfg.TEST.scales):
+        raise UserError(f"TEST.scales must be a non-empty list of positive numbers, got {cfg.TEST.scales}")
+    size = cfg.TEST.legacy_resize
+    if size and not (len(size) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):
+        raise UserError(f"TEST.legacy_resize must be [] or [h, w] with positive integers (e.g. [512, 1024]), "
+                        f"got {size}")
     if not 0 < cfg.ADV_TRAIN.adv_ratio <= 1:
         raise UserError(f"ADV_TRAIN.adv_ratio must be in (0, 1], got {cfg.ADV_TRAIN.adv_ratio}")
     if cfg.ADV_TRAIN.composition == "release" and cfg.ADV_TRAIN.adv_ratio != 0.5:
