@@ -22,10 +22,11 @@ class TrainedModel:
 
 
 def load_trained_model(cfg, device: torch.device | str = "cpu") -> TrainedModel:
-    """build_model(cfg) with the weights of TEST.model_path (default: the run's model/last.pth)."""
+    """build_model(cfg) with the weights of TEST.model_path (default: the run's model/last.pth); MODEL.pretrained's
+    ImageNet file is not read (every weight comes from the checkpoint)."""
     path = Path(cfg.TEST.model_path or run_dir(cfg) / "model" / "last.pth")
     state = load_checkpoint(path)
-    model = build_model(cfg)
+    model = build_model(cfg, backbone_weights=False)
     load_model_state(model, project_weights(state["model"], cfg, path), f"checkpoint '{path}'")
     return TrainedModel(model=model.to(device).eval(), path=path, epoch=state.get("epoch"))
 

@@ -16,10 +16,11 @@ ARCHS = ("pspnet", "deeplabv3", "pspnet_ddcat", "deeplabv3_ddcat")  # the last t
 __all__ = ["build_model", "Segmentor", "DilatedResNet", "load_backbone_weights"]
 
 
-def build_model(cfg) -> Segmentor:
+def build_model(cfg, backbone_weights: bool = True) -> Segmentor:
     """Build the model a config describes (keys MODEL.* and DATA.classes/mean/std).
 
-    MODEL.pretrained, when set, loads ImageNet backbone weights with strict checking.
+    MODEL.pretrained, when set, loads ImageNet backbone weights with strict checking; backbone_weights=False skips
+    it, for a caller that loads the whole network next (a trained checkpoint needs no ImageNet file).
     """
     m = cfg.MODEL
     backbone = DilatedResNet(m.layers, deep_stem=m.deep_stem)
@@ -39,7 +40,7 @@ def build_model(cfg) -> Segmentor:
             head_s = SemsegPSPHead(c4, k, m.psp_bins, m.dropout)
         else:
             head_s = SemsegASPPHead(c4, k, m.aspp_rates, m.dropout)
-        if m.pretrained:
+        if m.pretrained and backbone_weights:
             load_backbone_weights(backbone, m.pretrained)
         return Segmentor(backbone, head_s, semseg_aux_head(m.arch, c3, k, m.dropout), mean=cfg.DATA.mean,
                          std=cfg.DATA.std, align_corners=True)
@@ -48,6 +49,6 @@ def build_model(cfg) -> Segmentor:
     elif m.arch == "deeplabv3":
         head = ASPPHead(c4, k, rates=m.aspp_rates, channels=m.head_channels or 256, dropout=m.dropout)
     aux_head = FCNHead(c3, k)  # 3x3 conv to c3/4 channels, BN, ReLU, dropout 0.1, 1x1 classifier
-    if m.pretrained:
+    if m.pretrained and backbone_weights:
         load_backbone_weights(backbone, m.pretrained)
     return Segmentor(backbone, head, aux_head, mean=cfg.DATA.mean, std=cfg.DATA.std)

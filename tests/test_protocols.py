@@ -8,13 +8,13 @@ import torch.nn.functional as F
 from PIL import Image
 from tiny_models import SpyAttack, TinySeg
 
-from attack import AttackResult, build_attack
+from attack import build_attack
 from engine.attacks import AttackSpec
 from engine.evaluation import evaluate
-from engine.protocols import PROTOCOLS, Protocol, build_protocol, center_crop, image_seed
+from engine.protocols import PROTOCOLS, Protocol, build_protocol, center_crop
 from util.distributed import single_process
 from util.errors import UserError
-from util.inference import Inference, cut_crops, pad_labels, slide_logits, windows
+from util.inference import Inference, cut_crops, slide_logits, windows
 from util.metrics import confusion_matrix
 
 MEAN = (0.485, 0.456, 0.406)

@@ -59,7 +59,9 @@ def test_a_release_checkpoint_loads_and_gives_the_same_logits(tmp_path, arch):
     path = tmp_path / "train_epoch_50.pth"
     torch.save({"epoch": 50, "optimizer": {},
                 "state_dict": {"module." + k: v for k, v in to_semseg_state(source.state_dict(), False).items()}}, path)
-    loaded = load_trained_model(cfg_of(arch, False, "TEST.model_path", str(path)))
+    # the ImageNet file of MODEL.pretrained is not needed to evaluate a trained network (and not read)
+    loaded = load_trained_model(cfg_of(arch, False, "TEST.model_path", str(path), "MODEL.pretrained",
+                                       str(tmp_path / "absent_imagenet.pth")))
     assert loaded.epoch == 50
     x = torch.rand(2, 3, 41, 57)
     with torch.no_grad():
