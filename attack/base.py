@@ -367,11 +367,12 @@ class Attack:
                 if t > 1 or self.start_is_feasible:
                     best_x, best_score = keep_best(best_x, best_score, x, score)
             x = self.step(x, grad, x_nat)
+        extras = self.result_extras(state)  # the state of the last step: the same whether the run is judged or not
         if judge:
             loss, logits = self.evaluate(x, labels, self.steps, state)
             score = self.badness(self.record(records, self.steps, loss, logits, labels, state))
             best_x, best_score = keep_best(best_x, best_score, x, score)
-        return AttackResult(adv=best_x if self.best else x, extras=self.result_extras(state))
+        return AttackResult(adv=best_x if self.best else x, extras=extras)
 
 
 def plain(value: Any) -> Any:

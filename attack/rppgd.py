@@ -106,7 +106,7 @@ class RPPGD(Attack):
         return dict(state["terms"])
 
     def result_extras(self, state: dict) -> dict[str, Any]:
-        """"regions": the final region map (N,H,W) uint8 (attack/regions.py)."""
+        """"regions": the region map (N,H,W) uint8 of the last step (judged on x_{T-1}, attack/regions.py)."""
         return {"regions": state["regions"]}
 
     def objective(self, out: dict, labels: torch.Tensor, step: int, state: dict) -> torch.Tensor:

@@ -12,6 +12,7 @@ import torch
 from tqdm import tqdm
 
 from attack import Attack, NonFiniteError
+from engine.pictures import ImageView
 from engine.protocols import OnIterate, Protocol
 from engine.result_store import ShardStore
 from engine.sanity import mode_warnings, output_warnings, randomness_warnings, zero_gradient_warning
@@ -32,12 +33,13 @@ def same_size_groups(images: list[torch.Tensor], labels: list[torch.Tensor], ind
 
 
 def evaluate(protocol: Protocol, loader, env: DistEnv, num_classes: int, attack: Attack | None = None,
-             desc: str = "eval", on_prediction: Callable[[int, torch.Tensor], None] | None = None,
+             desc: str = "eval", on_prediction: Callable[[ImageView], None] | None = None,
              on_iterate: OnIterate | None = None, shard: tuple[ShardStore, Path] | None = None) -> SegMetric:
     """Metrics of the protocol's model, clean or under `attack` (built with protocol.build_attack), over every
     process's shard of `loader`, merged on all processes.
 
-    on_prediction(index, pred (h,w) long) is called for each image of this process (e.g. to save pictures);
+    on_prediction(ImageView) is called for each image of this process (its prediction and labels, and the view's
+    clean and adversarial images and RP-PGD regions, for pictures);
     on_iterate is passed to protocol.predict (convergence curves). shard = (store, path): this process's result is
     loaded from path when an earlier run finished it, and saved there when this one does (engine/result_store.py).
     """
@@ -58,7 +60,7 @@ def evaluate(protocol: Protocol, loader, env: DistEnv, num_classes: int, attack:
 
 
 def evaluate_shard(protocol: Protocol, loader, env: DistEnv, num_classes: int, attack: Attack | None, desc: str,
-                   on_prediction: Callable[[int, torch.Tensor], None] | None, on_iterate: OnIterate | None
+                   on_prediction: Callable[[ImageView], None] | None, on_iterate: OnIterate | None
                    ) -> SegMetric:
     """This process's metric over its shard of `loader` (evaluate without the merge)."""
     model = protocol.model
@@ -81,10 +83,11 @@ def evaluate_shard(protocol: Protocol, loader, env: DistEnv, num_classes: int, a
                 metric.zero_gradient += [idx[i] for i in prediction.zero_gradient]
                 labels_cpu = prediction.labels.cpu()
                 pred = prediction.logits.detach().argmax(1).cpu()
-                for p, yi, i in zip(pred, labels_cpu, idx):
+                for j, (p, yi, i) in enumerate(zip(pred, labels_cpu, idx)):
                     metric.update(p, yi, i)
                     if on_prediction is not None:
-                        on_prediction(i, p)
+                        on_prediction(ImageView(i, p, yi, *(None if t is None else t[j] for t in (
+                            prediction.images, prediction.adv, prediction.regions))))
                 for run, logits in prediction.runs.items():  # SEA's loss runs, each scored on its own
                     run_metric = metric.runs.setdefault(run, SegMetric(num_classes, protocol.ignore_index))
                     for p, yi, i in zip(logits.detach().argmax(1).cpu(), labels_cpu, idx):

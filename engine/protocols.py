@@ -68,6 +68,12 @@ class Prediction:
     labels: torch.Tensor                                      # (N,h,w)
     runs: dict[str, torch.Tensor] = field(default_factory=dict)
     zero_gradient: list[int] = field(default_factory=list)    # batch positions whose input gradient stayed zero
+    # for pictures: the view's clean images (N,3,h,w), the adversarial ones and RP-PGD's final region map (N,h,w)
+    # (under legacy the attacked crops of the first scale pasted together: overlapping crops differ, so this is
+    # for display only)
+    images: torch.Tensor | None = None
+    adv: torch.Tensor | None = None
+    regions: torch.Tensor | None = None
 
 
 def inference_settings(cfg) -> dict:
@@ -113,7 +119,7 @@ class Protocol:
     def clean(self, x: torch.Tensor, y: torch.Tensor) -> Prediction:
         """Clean logits (N,K,h,w) and the labels (N,h,w) they are scored against: the target on the view."""
         x, y = self.view(x, y)
-        return Prediction(self._target(x), y)
+        return Prediction(self._target(x), y, images=x)
 
     def attacked(self, attack: Attack, x: torch.Tensor, y: torch.Tensor, indices: list[int],
                  on_iterate: OnIterate | None) -> Prediction:
@@ -122,7 +128,7 @@ class Protocol:
         result = self.attack_images(attack, x, y, indices, on_iterate)
         with torch.no_grad():
             return Prediction(self._target(result.adv), y, {k: self._target(v) for k, v in runs_of(result).items()},
-                              result.zero_gradient)
+                              result.zero_gradient, x, result.adv, result.extras.get("regions"))
 
     # ---- the interface ------------------------------------------------------------------------------------
     def describe(self) -> dict:
@@ -201,8 +207,7 @@ class Legacy(Protocol):
         return {**out, "scales": list(self.scales), "resize": list(self.resize) or None}
 
     def clean(self, x, y):
-        return self.each_image(x, y, lambda view, position: (self.crop_probabilities(view.crops, flip=True), {},
-                                                             False))
+        return self.each_image(x, y, lambda view, position: CropResult(self.crop_probabilities(view.crops, True)))
 
     def attacked(self, attack, x, y, indices, on_iterate):
         def one(view: LegacyView, position: int):
@@ -212,7 +217,8 @@ class Legacy(Protocol):
             result = self.run_attack(attack, view.crops, view.crop_labels, seeds, hook)
             runs = {k: self.crop_probabilities(v, flip=False) for k, v in runs_of(result).items()}
             stuck = len(result.zero_gradient) == len(view.crops)  # every crop's input gradient stayed zero
-            return self.crop_probabilities(result.adv, flip=False), runs, stuck
+            return CropResult(self.crop_probabilities(result.adv, flip=False), runs, stuck, result.adv,
+                              result.extras.get("regions"))
         return self.each_image(x, y, one)
 
     # ---- the released script's steps -----------------------------------------------------------------------
@@ -225,21 +231,41 @@ class Legacy(Protocol):
             p = self.model(torch.cat([crops, crops.flip(-1)])).softmax(1)
             return (p[:len(crops)] + p[len(crops):].flip(-1)) / 2
 
-    def each_image(self, x: torch.Tensor, y: torch.Tensor,
-                   predict: Callable[[LegacyView, int], tuple[torch.Tensor, dict, bool]]) -> Prediction:
-        """Every image on its own (the scripts' batch 1): predict(view, batch position) gives its crops'
-        probabilities (B,K,ch,cw), each run's, and whether the image's input gradient stayed zero; they are
-        assembled into the image's float64 probabilities, which the scripts take the argmax of."""
-        probs, labels, runs, stuck = [], [], [], []
+    def each_image(self, x: torch.Tensor, y: torch.Tensor, predict: Callable[[LegacyView, int], CropResult]
+                   ) -> Prediction:
+        """Every image on its own (the scripts' batch 1): predict(view, batch position) gives its crops' results,
+        which are assembled into the image's float64 probabilities (what the scripts take the argmax of)."""
+        parts = []
         for i in range(x.shape[0]):
             view = self.view_of(x[i:i + 1], y[i:i + 1])
-            p, r, zero = predict(view, i)
-            probs.append(self.assemble(p, view))
-            labels.append(view.labels)
-            runs.append({k: self.assemble(v, view) for k, v in r.items()})
-            stuck += [i] if zero else []
-        return Prediction(torch.cat(probs), torch.cat(labels), {k: torch.cat([r[k] for r in runs]) for k in runs[0]},
-                          stuck)
+            r = predict(view, i)
+            parts.append(Prediction(self.assemble(r.probs, view), view.labels,
+                                    {k: self.assemble(v, view) for k, v in r.runs.items()}, [i] if r.stuck else [],
+                                    view.image, None if r.adv is None else self.paste(r.adv, view),
+                                    None if r.regions is None else self.paste(r.regions, view)))
+
+        def cat(name: str) -> torch.Tensor | None:
+            values = [getattr(p, name) for p in parts]
+            return None if values[0] is None else torch.cat(values)
+        runs = {k: torch.cat([p.runs[k] for p in parts]) for k in parts[0].runs}
+        return Prediction(cat("logits"), cat("labels"), runs, [i for p in parts for i in p.zero_gradient],
+                          cat("images"), cat("adv"), cat("regions"))
+
+    @staticmethod
+    def paste(crops: torch.Tensor, view: LegacyView) -> torch.Tensor:
+        """The first scale's crops (its B crops of (C,ch,cw) or (ch,cw)) pasted in order onto the view (a later crop
+        covers an earlier one where they overlap), the padding cut off, resized to the view: for pictures only."""
+        tiling = view.tilings[0]
+        maps = crops[:len(tiling.boxes)]
+        maps = maps if maps.dim() == 4 else maps[:, None]
+        canvas = maps.new_zeros((1, maps.shape[1], *tiling.padded))
+        for b, (y0, y1, x0, x1) in enumerate(tiling.boxes):
+            canvas[0, :, y0:y1, x0:x1] = maps[b]
+        top, left = tiling.offset
+        canvas = canvas[..., top:top + tiling.size[0], left:left + tiling.size[1]]
+        if crops.dim() == 4:
+            return resize_image(canvas, view.size)
+        return resize_labels(canvas[:, 0], view.size)
 
     def view_of(self, x: torch.Tensor, y: torch.Tensor) -> LegacyView:
         """One image (1,3,H,W) with labels (1,H,W) cut as the scripts cut it, over all scales in order."""
@@ -257,7 +283,7 @@ class Legacy(Protocol):
             crops.append(image_crops)
             crop_labels += [padded[:, y0:y1, x0:x1] for y0, y1, x0, x1 in tiling.boxes]
             tilings.append(tiling)
-        return LegacyView(torch.cat(crops), torch.cat(crop_labels), tilings, (h, w), y)
+        return LegacyView(torch.cat(crops), torch.cat(crop_labels), tilings, (h, w), y, x)
 
     @staticmethod
     def assemble(probs: torch.Tensor, view: LegacyView) -> torch.Tensor:
@@ -279,6 +305,17 @@ class LegacyView(NamedTuple):
     tilings: list[Tiling]       # one per scale, B crops in all
     size: tuple[int, int]       # (h, w) the probabilities are resized back to
     labels: torch.Tensor        # (1,h,w): the labels scored
+    image: torch.Tensor         # (1,3,h,w): the image they belong to
+
+
+class CropResult(NamedTuple):
+    """What protocol legacy gets for one image's crops: their probabilities (B,K,ch,cw), each run's, whether every
+    crop's input gradient stayed zero, and for pictures the adversarial crops and RP-PGD's region crops."""
+    probs: torch.Tensor
+    runs: dict[str, torch.Tensor] = {}
+    stuck: bool = False
+    adv: torch.Tensor | None = None
+    regions: torch.Tensor | None = None
 
 
 def runs_of(result: AttackResult) -> dict[str, torch.Tensor]:

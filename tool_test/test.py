@@ -21,9 +21,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from torch.utils.data import Subset
 
+from attack import RPPGD
 from engine.attacks import attack_list
 from engine.evaluation import evaluate
+from engine.pictures import Panels, RegionHistory, region_strip
 from engine.protocols import build_protocol
+from engine.report import write_results
 from engine.result_store import ShardStore, file_digest, settings_digest
 from engine.sanity import attack_above_clean_warnings
 from engine.trained_model import load_trained_model
@@ -36,7 +39,8 @@ from util.distributed import all_gather_objects, barrier, cleanup, init_distribu
 from util.errors import run_cli
 from util.logger import make_logger
 from util.metrics import SegMetric
-from util.results import new_result_dir, per_class_table, report_table, save_colour_label, write_json
+from util.results import new_result_dir, save_colour_label
+from util.visualise import save_png
 
 PER_IMAGE_RULE = ("per image the run with the lowest pixel accuracy: the adversarial images that pictures and "
                   "the per-image scores show")
@@ -53,44 +57,6 @@ def attack_entry(atk, metric: SegMetric) -> dict:
     return {**entry, "figure": sea.pop("rule"), **sea, "per_image_choice": {"rule": PER_IMAGE_RULE, **metric.summary()}}
 
 
-def write_results(cfg, result_dir: Path, model_path: Path, epoch: int | None, protocol: dict, results: dict,
-                  seconds: float) -> None:
-    """metrics.json and report.md of one evaluation (DESIGN.md, Outputs); prints the table."""
-    payload = {
-        "config": cfg.to_dict(),
-        "model_path": str(model_path),
-        "epoch": epoch,
-        "protocol": protocol,
-        "clean": results["clean"],
-        "attacks": results["attacks"],
-        "worst_case": results["worst_case"],
-        "warnings": results["warnings"],  # engine/sanity.py: what makes the figures doubtful
-        "seconds": round(seconds, 1),
-    }
-    write_json(payload, result_dir / "metrics.json")
-    rows = [{"name": "clean", **results["clean"]}]
-    rows += [{**r, "name": key, "eps": r["params"]["eps"], "steps": r["params"].get("steps")}
-             for key, r in results["attacks"].items()]
-    if results["worst_case"] is not None:
-        rows.append({**results["worst_case"], "name": "worst case over the attacks"})
-    table = report_table(rows)
-    names = class_names(cfg.DATA.name, cfg.DATA.classes)
-    clean = results["clean"]
-    notes = "".join(f"\n\n`{key}`: {r['figure']} (per image by pixel accuracy: mIoU "
-                    f"{100 * r['per_image_choice']['mIoU']:.2f}; runs: "
-                    + ", ".join(f"{run} {100 * v['mIoU']:.2f}" for run, v in r["runs"].items()) + ")."
-                    for key, r in results["attacks"].items() if "figure" in r)
-    warnings = "".join(f"- {w}\n" for w in results["warnings"])
-    warnings = f"## Sanity checks\n\n{warnings}\n" if warnings else ""
-    (result_dir / "report.md").write_text(
-        f"# {cfg.EXP.name}: evaluation of {model_path}\n\n"
-        f"{clean['images']} images of the {cfg.TEST.split} split, protocol `{protocol['name']}` "
-        f"({protocol['rule']}), inference {cfg.TEST.mode}.\n\n"
-        f"{table}{notes}\n\n{warnings}## Per-class IoU (clean)\n\n{per_class_table(names, clean['per_class_iou'])}\n")
-    print(table)
-    print(f"wrote {result_dir / 'metrics.json'} and report.md in {seconds:.0f} s")
-
-
 def shard_store(cfg, out_dir: Path, model_path: Path, protocol, images: int) -> ShardStore:
     """Where this evaluation's finished shards are kept: named by a digest of everything that decides the figures
     (not the batch size's split into processes, which the file names carry, nor workers or pictures)."""
@@ -99,6 +65,18 @@ def shard_store(cfg, out_dir: Path, model_path: Path, protocol, images: int) -> 
                 "TEST": {k: v for k, v in cfg.TEST.to_dict().items() if k not in ("workers", "run_name",
                                                                                    "save_pictures", "model_path")}}
     return ShardStore(out_dir / "result" / ".partial" / settings_digest(settings))
+
+
+def save_region_strip(protocol, atk, dataset, index: int, key: str, result_dir: Path, entries, device) -> Path:
+    """RP-PGD's region map after every step on dataset image `index` (its seed is the evaluation's, so the iterates
+    are the evaluation's): regions/<key>_<index>_<stem>.png."""
+    image, label, _ = dataset[index]
+    history = RegionHistory(0, protocol.ignore_index, atk.switches.ignored_in_false)
+    protocol.predict(image[None].to(device), label[None].to(device), [index], atk, on_iterate=history)
+    stem = entries[index].image.stem
+    return save_png(region_strip(history.maps, f"{key} (eps {atk.eps:.4g}, {atk.steps} steps) on image {index} "
+                                               f"({stem}): True / Boundary / False after each step"),
+                    result_dir / "regions" / f"{key}_{index:05d}_{stem}.png")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -128,32 +106,45 @@ def main(argv: list[str] | None = None) -> None:
                 f"{result_dir}")
     entries = dataset.dataset.entries if isinstance(dataset, Subset) else dataset.entries
     colours = palette(cfg.DATA.name)
-    store = None if cfg.TEST.save_pictures else shard_store(cfg, out_dir, model_path, protocol, len(dataset))
+    # pictures need every image predicted in this run, so they turn off the store of finished shards
+    store = None if cfg.TEST.save_pictures or cfg.TEST.vis else shard_store(cfg, out_dir, model_path, protocol,
+                                                                            len(dataset))
     if store is not None and store.folder.is_dir():
         logger.info(f"continuing the interrupted evaluation kept in {store.folder}")
+    panels = Panels(result_dir / "panels", cfg.TEST.vis, colours, class_names(cfg.DATA.name, cfg.DATA.classes),
+                    [e.image.stem for e in entries], cfg.DATA.ignore_index)
 
     def shard(key: str, atk=None):
         if store is None:
             return None
         return store, store.path(key, atk.config() if atk is not None else {}, env.rank, env.world)
 
-    def pictures(key: str):
-        if not cfg.TEST.save_pictures:
-            return None
-        folder = result_dir / "pictures" / key
-        folder.mkdir(parents=True, exist_ok=True)
-        return lambda index, pred: save_colour_label(pred.numpy(), colours, folder / f"{entries[index].image.stem}.png")
+    def pictures(key: str, atk=None):
+        """on_prediction: colour predictions (TEST.save_pictures) and panels (TEST.vis)."""
+        calls = []
+        if cfg.TEST.save_pictures:
+            folder = result_dir / "pictures" / key
+            folder.mkdir(parents=True, exist_ok=True)
+            calls.append(lambda v: save_colour_label(v.pred.numpy(), colours, folder / f"{entries[v.index].image.stem}"
+                                                                                       f".png"))
+        if cfg.TEST.vis:
+            calls.append(panels.clean() if atk is None else panels.attacked(key, atk.eps))
+        return (lambda view: [call(view) for call in calls]) if calls else None
 
     try:
         start = time.time()
         k = cfg.DATA.classes
         clean = evaluate(protocol, loader, env, k, desc="clean", on_prediction=pictures("clean"), shard=shard("clean"))
+        strips = []
         results = {"clean": clean.summary(), "attacks": {}}
         logger.info(f"clean: mIoU {results['clean']['mIoU']:.4f}")
         attacked: dict[str, SegMetric] = {}
         for key, atk in attacks.items():
-            attacked[key] = evaluate(protocol, loader, env, k, attack=atk, desc=key, on_prediction=pictures(key),
+            attacked[key] = evaluate(protocol, loader, env, k, attack=atk, desc=key, on_prediction=pictures(key, atk),
                                      shard=shard(key, atk))
+            if 0 <= cfg.TEST.vis_regions < len(dataset) and isinstance(atk, RPPGD) and env.is_main:
+                strips.append(save_region_strip(protocol, atk, dataset, cfg.TEST.vis_regions, key, result_dir,
+                                                entries, env.device))
             results["attacks"][key] = attack_entry(atk, attacked[key])
             logger.info(f"{key}: mIoU {results['attacks'][key]['mIoU']:.4f} ({atk!r})")
         results["warnings"] = clean.warnings + [w for key in attacked for w in attacked[key].warnings]
@@ -171,8 +162,12 @@ def main(argv: list[str] | None = None) -> None:
             shutil.rmtree(result_dir, ignore_errors=True)
         raise
     if env.is_main:
+        written = [p for part in all_gather_objects(panels.written, env) for p in part]  # every process's panels
         write_results(cfg, result_dir, model_path, trained.epoch,
-                      {"split": cfg.TEST.split, "images": len(dataset), **protocol.describe()}, results, seconds)
+                      {"split": cfg.TEST.split, "images": len(dataset), **protocol.describe()}, results, seconds,
+                      {"panels": written, "strips": strips})
+        logger.info(f"report: {result_dir / 'report.md'}" + (f"; panels under {result_dir / 'panels'}" if written
+                                                               else ""))
         if store is not None:
             store.clear()
     cleanup(env)

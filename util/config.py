@@ -92,6 +92,12 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "num_images": 0,  # evaluate only the first N images (0: all)
         "run_name": "",  # result/<run_name>/; empty: derived from the split and checkpoint
         "save_pictures": False,  # colour prediction PNGs under result/<run_name>/pictures/
+        # panels (image, adversarial image, perturbation, labels, predictions, RP-PGD regions) of the first N
+        # images for every attack under result/<run_name>/panels/, embedded in report.md (0: none)
+        "vis": 0,
+        # the dataset index of an image whose RP-PGD region map after every step is saved as a strip under
+        # result/<run_name>/regions/ for each RP-PGD attack (-1: none)
+        "vis_regions": -1,
     },
     "ADV_TRAIN": {
         "method": "none",  # none: clean training | at: adversarial training (METHOD.md §6)
@@ -385,8 +391,10 @@ def _check_values(cfg: Config) -> None:
     if cfg.ADV_TRAIN.composition == "release" and cfg.ADV_TRAIN.adv_ratio != 0.5:
         raise UserError(f"ADV_TRAIN.composition release keeps the adversarial second half of the batch: it needs "
                         f"ADV_TRAIN.adv_ratio 0.5, got {cfg.ADV_TRAIN.adv_ratio}")
-    if cfg.ADV_TRAIN.val_images < 0 or cfg.TEST.num_images < 0:
-        raise UserError("ADV_TRAIN.val_images and TEST.num_images must be >= 0")
+    if cfg.ADV_TRAIN.val_images < 0 or cfg.TEST.num_images < 0 or cfg.TEST.vis < 0:
+        raise UserError("ADV_TRAIN.val_images, TEST.num_images and TEST.vis must be >= 0")
+    if cfg.TEST.vis_regions < -1:
+        raise UserError(f"TEST.vis_regions must be a dataset index or -1 (none), got {cfg.TEST.vis_regions}")
     for name in ("TRAIN.save_freq", "TRAIN.save_iters", "TRAIN.eval_freq"):
         section, key = name.split(".")
         if cfg[section][key] < 0:

@@ -38,9 +38,13 @@ def report_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def per_class_table(names: list[str], iou: list[float | None]) -> str:
-    lines = ["| class | IoU |", "|---|---|"]
-    lines += [f"| {n} | {'-' if v is None else f'{100 * v:.2f}'} |" for n, v in zip(names, iou)]
+def per_class_table(names: list[str], columns: dict[str, list[float | None]]) -> str:
+    """Markdown table of per-class IoU in %, one column per evaluation (e.g. clean and worst case side by side);
+    '-' where a class occurs nowhere."""
+    lines = ["| class | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for c, name in enumerate(names):
+        cells = ["-" if iou[c] is None else f"{100 * iou[c]:.2f}" for iou in columns.values()]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -1,0 +1,177 @@
+"""Pictures of an evaluation: one panel per image and attack, RP-PGD's region map and its evolution over the steps.
+
+A panel shows the clean image, the adversarial image, the perturbation (amplified, its gain in the title), the
+ground truth, the clean and the adversarial prediction (each with the image's mean IoU) and, for RP-PGD, the final
+region map (True / Boundary / False / ignored in four named colours), with a legend of the classes present. The
+view is the protocol's (`full`: the image; `center`: SEA's crop; `legacy`: the image, its adversarial version pasted
+from the first scale's attacked crops). `Panels` collects the clean predictions of the first TEST.vis images and
+writes a panel for each attack; each process writes the images of its own shard, so every panel is written once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from attack.regions import BOUNDARY, FALSE, IGNORED, TRUE, initial_regions, update_regions
+from util.metrics import confusion_matrix, scores
+from util.visualise import (
+    TILE,
+    TITLE,
+    colourise,
+    fit,
+    grid,
+    legend,
+    perturbation,
+    rgb,
+    save_png,
+    stack,
+    tile_size,
+    titled,
+)
+
+# region code -> (name, colour): True green, Boundary orange, False red, ignored grey
+REGION_COLOURS: dict[int, tuple[str, tuple[int, int, int]]] = {
+    TRUE: ("True", (44, 160, 44)), BOUNDARY: ("Boundary", (255, 127, 14)), FALSE: ("False", (214, 39, 40)),
+    IGNORED: ("ignored", (127, 127, 127)),
+}
+
+
+def region_palette() -> np.ndarray:
+    """(256,3) uint8: the four region colours at their codes, black elsewhere."""
+    palette = np.zeros((256, 3), np.uint8)
+    for code, (_, colour) in REGION_COLOURS.items():
+        palette[code] = colour
+    return palette
+
+
+@dataclass
+class ImageView:
+    """One evaluated image as a protocol scores it (evaluate() hands one to on_prediction per image)."""
+    index: int                              # dataset index
+    pred: torch.Tensor                      # (h,w) long
+    labels: torch.Tensor                    # (h,w) long
+    image: torch.Tensor | None = None       # (3,h,w) the clean view
+    adv: torch.Tensor | None = None         # (3,h,w) the adversarial view
+    regions: torch.Tensor | None = None     # (h,w) uint8, RP-PGD's final region map
+
+
+def image_miou(pred: torch.Tensor, labels: torch.Tensor, num_classes: int, ignore_index: int) -> float:
+    return scores(confusion_matrix(pred, labels, num_classes, ignore_index))["mIoU"]
+
+
+def class_legend(labels: list[torch.Tensor], palette: np.ndarray, names: list[str], width: int) -> np.ndarray:
+    """Swatches of the classes present in any of the label maps (ignore excluded)."""
+    present = sorted({int(v) for m in labels for v in torch.unique(m).tolist() if int(v) < len(names)})
+    return legend([(names[c], palette[c]) for c in present], width, "classes")
+
+
+def panel(image: torch.Tensor, adv: torch.Tensor | None, labels: torch.Tensor, clean_pred: torch.Tensor,
+          adv_pred: torch.Tensor | None, palette: np.ndarray, names: list[str], title: str, eps: float = 0.0,
+          regions: torch.Tensor | None = None, ignore_index: int = 255) -> tuple[np.ndarray, dict]:
+    """The panel of one image (tensors of one view: image (3,h,w), labels and predictions (h,w)) and the box
+    (y0, y1, x0, x1) of each named tile's picture in it (below its title). Without `adv` it is the clean panel:
+    image, ground truth and prediction."""
+    k = len(names)
+    size = tile_size(*labels.shape[-2:])
+
+    def label_tile(m: torch.Tensor, name: str, pal: np.ndarray = palette) -> np.ndarray:
+        return titled(fit(colourise(m, pal), size, exact=True), name)
+
+    def image_tile(picture: np.ndarray, name: str) -> np.ndarray:
+        return titled(fit(picture, size, exact=False), name)
+
+    miou = image_miou(clean_pred, labels, k, ignore_index)
+    top = {"image": image_tile(rgb(image), "image")}
+    bottom = {"ground truth": label_tile(labels, "ground truth"),
+              "clean prediction": label_tile(clean_pred, f"clean prediction, mIoU {100 * miou:.1f}")}
+    maps = [labels, clean_pred]
+    attacked = adv is not None and adv_pred is not None
+    if attacked:
+        delta, gain = perturbation(adv - image, eps)
+        top["adversarial image"] = image_tile(rgb(adv), "adversarial image")
+        top["perturbation"] = image_tile(delta, f"perturbation x{gain:.1f} (grey: 0)")
+        miou = image_miou(adv_pred, labels, k, ignore_index)
+        bottom["adversarial prediction"] = label_tile(adv_pred, f"adversarial prediction, mIoU {100 * miou:.1f}")
+        maps.append(adv_pred)
+        if regions is not None:
+            top["regions"] = label_tile(regions, "RP-PGD regions (final)", region_palette())
+    picture, boxes = grid([list(top.values()), list(bottom.values())])
+    shift = TITLE + 4  # the header above the grid
+    where = {name: (y0 + TITLE + shift, y1 + shift, x0, x1)
+             for row, tiles in zip(boxes, (top, bottom)) for name, (y0, y1, x0, x1) in zip(tiles, row)}
+    parts = [titled(np.full((0, picture.shape[1], 3), 255, np.uint8), title), picture,
+             class_legend(maps, palette, names, picture.shape[1])]
+    if attacked and regions is not None:
+        parts.append(legend([(n, c) for n, c in REGION_COLOURS.values()], picture.shape[1], "RP-PGD regions"))
+    return stack(parts), where
+
+
+def region_strip(maps: list[torch.Tensor], title: str) -> np.ndarray:
+    """RP-PGD's region map after each judged iterate (x_0, then every step), side by side with the region legend."""
+    size = tile_size(*maps[0].shape[-2:], long_side=min(TILE, 200))
+    tiles = [titled(fit(colourise(m, region_palette()), size, exact=True), "x_0" if t == 0 else f"after step {t}")
+             for t, m in enumerate(maps)]
+    picture, _ = grid([tiles])
+    return stack([titled(np.full((0, picture.shape[1], 3), 255, np.uint8), title), picture,
+                  legend([(n, c) for n, c in REGION_COLOURS.values()], picture.shape[1], "regions")])
+
+
+class RegionHistory:
+    """The region map after every judged iterate of one image, rebuilt from the attack's iterates with RP-PGD's own
+    rules (attack/regions.py): on_iterate(step, logits (N,K,h,w), labels (N,h,w)) for the image at `position`."""
+
+    def __init__(self, position: int, ignore_index: int, ignored_in_false: bool = False) -> None:
+        self.position, self.ignore_index, self.ignored_in_false = position, ignore_index, ignored_in_false
+        self.maps: list[torch.Tensor] = []
+
+    def __call__(self, step: int, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        y = labels[self.position:self.position + 1]
+        valid = y != self.ignore_index
+        correct = (logits[self.position:self.position + 1].argmax(1) == y) & valid
+        if self.ignored_in_false:  # the release variant: ignored pixels are never correct and so land in False
+            valid = torch.ones_like(valid)
+        if step == 0:
+            self.maps = [initial_regions(correct, valid)[0].cpu()]
+        else:
+            self.maps.append(update_regions(self.maps[-1][None].to(correct.device), correct)[0].cpu())
+
+
+class Panels:
+    """Panels of the first `count` dataset images: clean() and attacked(key, eps, regions) give on_prediction
+    callbacks for evaluate(); panels go to folder/<key>/<index>_<stem>.png."""
+
+    def __init__(self, folder: Path, count: int, palette: np.ndarray, names: list[str], stems: list[str],
+                 ignore_index: int = 255) -> None:
+        self.folder, self.count, self.palette, self.names = Path(folder), count, palette, names
+        self.stems, self.ignore_index = stems, ignore_index
+        self.clean_views: dict[int, ImageView] = {}
+        self.written: list[Path] = []
+
+    def path(self, key: str, index: int) -> Path:
+        return self.folder / key / f"{index:05d}_{self.stems[index]}.png"
+
+    def clean(self):
+        def keep(view: ImageView) -> None:
+            if view.index >= self.count:
+                return
+            view = ImageView(view.index, view.pred.cpu(), view.labels.cpu(), view.image.cpu())
+            self.clean_views[view.index] = view
+            picture, _ = panel(view.image, None, view.labels, view.pred, None, self.palette, self.names,
+                               f"image {view.index} ({self.stems[view.index]}), clean", ignore_index=self.ignore_index)
+            self.written.append(save_png(picture, self.path("clean", view.index)))
+        return keep
+
+    def attacked(self, key: str, eps: float):
+        def draw(view: ImageView) -> None:
+            clean = self.clean_views.get(view.index)
+            if clean is None or view.adv is None:
+                return
+            regions = None if view.regions is None else view.regions.cpu()
+            picture, _ = panel(clean.image, view.adv.cpu(), clean.labels, clean.pred, view.pred.cpu(), self.palette,
+                               self.names, f"image {view.index} ({self.stems[view.index]}), {key} (eps {eps:.4g})",
+                               eps, regions, self.ignore_index)
+            self.written.append(save_png(picture, self.path(key, view.index)))
+        return draw
