@@ -35,7 +35,9 @@ def test_compare_tables_the_newest_evaluation_of_each_run(tmp_path):
     assert rows == {("clean", "clean"): 0.8, ("clean", "pgd"): 0.3, ("clean", "worst_case"): 0.3,
                     ("AT", "clean"): 0.75, ("AT", "pgd"): 0.5, ("AT", "worst_case"): 0.5}
     assert abs(out["difference_to_clean"]["AT"]["pgd"] - 0.2) < 1e-12
-    assert "| AT | 75.00 | 50.00 | 50.00 |" in (tmp_path / "cmp.md").read_text()
+    text = (tmp_path / "cmp.md").read_text()
+    assert "| AT | 75.00 | 50.00 | 50.00 |" in text and "![mIoU per attack and model](cmp.png)" in text
+    assert (tmp_path / "cmp.png").stat().st_size > 1000
 
 
 def test_compare_refuses_runs_evaluated_differently(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -130,7 +131,7 @@ def test_adversarial_training_then_robust_evaluation(tmp_path, tiny_data):
                            for n in ("pgd", "segpgd", "cospgd", "rppgd", "rppgd++"))
                + ", {name: sea, eps: 0.1, steps: 4}]")
     proc = run([sys.executable, str(ROOT / "tool_test/test.py"), "--config", config, *common,
-                "ATTACK.attacks", attacks], cwd=tmp_path)
+                "ATTACK.attacks", attacks, "TEST.vis", "2", "TEST.vis_regions", "1"], cwd=tmp_path)
     result = run_dir / "result" / "val_last_full"
     metrics = json.loads((result / "metrics.json").read_text())
     assert metrics["protocol"]["name"] == "full" and "per image" in metrics["protocol"]["seeds"]
@@ -152,6 +153,19 @@ def test_adversarial_training_then_robust_evaluation(tmp_path, tiny_data):
     assert "| rppgd++ | 0.1000 | 2 |" in report and "| worst case over the attacks |" in report
     assert "| segpgd |" in proc.stdout
     assert "`sea`: SEA's figure" in report
+    # pictures: a panel per image and attack (and clean) for the first 2 images, a region strip per RP-PGD attack,
+    # every one embedded in the report, and the log says where they are
+    for key in ["clean", *metrics["attacks"]]:
+        assert sorted(p.name[:5] for p in (result / "panels" / key).glob("*.png")) == ["00000", "00001"], key
+    assert sorted(p.name for p in (result / "regions").glob("*.png")) == ["rppgd++_00001_val_00001.png",
+                                                                          "rppgd_00001_val_00001.png"]
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
+    assert len([link for link in links if link.startswith("panels/")]) == 2 * 8 and all(
+        (result / link).is_file() for link in links)
+    assert "regions/rppgd_00001_val_00001.png" in links and "miou_per_attack.png" in links
+    assert f"report: {result / 'report.md'}; panels under {result / 'panels'}" in proc.stderr + proc.stdout
+    events = [p for p in (run_dir / "tb").iterdir() if p.name.startswith("events")]
+    assert any(b"val/panel" in p.read_bytes() for p in events), "a validation panel in tensorboard"
 
 
 def test_launchers_parse():
@@ -190,6 +204,9 @@ def test_convergence_study(tmp_path, tiny_data):
     assert float(figure[0]["mIoU"]) == pytest.approx(sea["mIoU"], abs=1e-6)
     assert sea["mIoU"] <= sea["runs"]["mce-bal"]["mIoU"] + 1e-12  # SEA's search starts with every image on MCE-Bal
     assert (tmp_path / "exp" / "demo" / "class_counts.json").is_file()
+    for plot in ("convergence.png", "ablation_rp_pgd___region_loss_only.png",
+                 "ablation_rp_pgd___intra_term_negated.png"):
+        assert (out / plot).stat().st_size > 1000, plot
 
 
 def test_training_throughput_benchmark(tmp_path):

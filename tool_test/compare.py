@@ -5,7 +5,8 @@
 
 Each LABEL=RUN_DIR names a run folder; its newest result/<result> (or <result>_N) evaluation is read. All runs
 must have been evaluated under the same protocol, images and attacks. Writes <out>.json (rows of model, attack,
-mIoU, plus each model's difference to the first) and <out>.md, and prints the table.
+mIoU, plus each model's difference to the first), <out>.png (grouped bars: mIoU per attack, one bar per model) and
+<out>.md, which embeds it, and prints the table.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from util.errors import UserError, run_cli
+from util.plots import grouped_bars
 from util.results import write_json
 
 
@@ -84,9 +86,12 @@ def main(argv: list[str] | None = None) -> None:
     diff = "\n".join(f"- {label}: " + ", ".join(f"{c} {100 * v:+.2f}" for c, v in g.items())
                      for label, g in gains.items())
     p = first["protocol"]
+    chart = grouped_bars([c.replace("_", " ") for c in columns], {label: [miou(m, c) for c in columns]
+                                                                  for label, _, m in runs},
+                         out.with_suffix(".png"), f"mIoU per attack and model ({p['images']} images, {p['name']})")
     text = (f"# mIoU (%) of each model, clean and under attack\n\n{p['images']} images of the {p['split']} split, "
             f"protocol `{p['name']}`; the attacks' parameters are in {out.with_suffix('.json').name}.\n\n{table}\n\n"
-            f"Difference to {base_label} (mIoU points):\n\n{diff}\n")
+            f"![mIoU per attack and model]({chart.name})\n\nDifference to {base_label} (mIoU points):\n\n{diff}\n")
     out.with_suffix(".md").write_text(text)
     print(text)
 

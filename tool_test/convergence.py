@@ -12,7 +12,9 @@ RP-PGD and RP-PGD++ in both variants, and RP-PGD++ with the region loss only) ru
 --steps, since SegPGD's and RP-PGD's schedules depend on T; APGD with each loss and SEA run at their own budgets.
 Writes <run>/result/convergence/: convergence.csv (mIoU after every step of every run, each run's result and, for
 SEA, its own figure: the dataset-level worst case over its loss runs),
-convergence.md (the tables) and convergence.json (every attack's parameters and scores).
+convergence.md (the tables), convergence.json (every attack's parameters and scores) and the plots beside them:
+convergence.png (mIoU against the step for every attack at its largest budget, each attack's final figure marked)
+and ablation_<name>.png (each RP-PGD ablation against RP-PGD++).
 """
 from __future__ import annotations
 
@@ -42,6 +44,7 @@ from util.distributed import single_process
 from util.errors import UserError, run_cli
 from util.logger import make_logger
 from util.metrics import confusion_matrix, scores
+from util.plots import step_curves
 from util.results import new_result_dir, write_json
 
 
@@ -209,6 +212,36 @@ def write_outputs(result_dir: Path, rows: list[Row], clean_cm, args, images: int
                                if t in r.figure else {})} for r in rows for t in r.budgets]}
     write_json(payload, result_dir / "convergence.json")
     save_config(cfg, result_dir / "config.yaml")
+    write_plots(result_dir, rows, clean_cm, images, protocol["name"])
+
+
+def curve(row: Row) -> tuple[list[int], list[float]]:
+    """mIoU after every step of the row's run at its largest budget (empty for SEA, traced per run only)."""
+    t = max(row.budgets)
+    steps = sorted(step for budget, step in row.per_step if budget == t)
+    return steps, [scores(row.per_step[(t, step)])["mIoU"] for step in steps]
+
+
+def final(row: Row) -> tuple[int, float]:
+    """(budget, mIoU) of the row's largest budget: SEA's own figure for SEA, else the returned images'."""
+    t = max(row.budgets)
+    return t, row.figure[t]["mIoU"] if t in row.figure else scores(row.result[t])["mIoU"]
+
+
+def write_plots(result_dir: Path, rows: list[Row], clean_cm, images: int, protocol: str) -> list[Path]:
+    """convergence.png (every attack) and ablation_<name>.png (each ablation row beside RP-PGD++)."""
+    clean = scores(clean_cm)["mIoU"]
+    where = f"{images} images, protocol {protocol}"
+    paths = [step_curves({r.label: curve(r) for r in rows if curve(r)[0]}, {r.label: final(r) for r in rows},
+                         result_dir / "convergence.png", f"mIoU after each attack step ({where})", clean)]
+    reference = [r for r in rows if r.label == "RP-PGD++ (described)"]
+    for r in rows:
+        if r.group == "ablation":
+            pair = reference + [r]
+            slug = "".join(c if c.isalnum() else "_" for c in r.label.lower()).strip("_")
+            paths.append(step_curves({p.label: curve(p) for p in pair}, {p.label: final(p) for p in pair},
+                                     result_dir / f"ablation_{slug}.png", f"{r.label} ({where})", clean))
+    return paths
 
 
 def fmt(cm: torch.Tensor) -> list[str]:

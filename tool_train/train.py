@@ -30,6 +30,7 @@ from attack import Attack, NonFiniteError
 from engine.attacks import attack_spec, build_from_spec
 from engine.evaluation import evaluate
 from engine.interrupts import StopRequests
+from engine.pictures import ImageView, panel
 from engine.protocols import Protocol, build_protocol
 from engine.resume import Checkpoints, ResumePoint, TrainingState, resume_point, set_rng_states
 from engine.trained_model import project_weights
@@ -43,7 +44,7 @@ from engine.training import (
 )
 from model import build_model
 from util.checkpoint import load_checkpoint, load_model_state
-from util.classes import class_names
+from util.classes import class_names, palette
 from util.config import config_from_cli, run_dir, save_config
 from util.dataset import build_dataset, make_loader
 from util.demo_data import ensure_demo_data
@@ -134,8 +135,13 @@ def describe_parts(parts: torch.Tensor) -> str:
 def validate(protocol: Protocol, val_loader, robust_loader, robust_attack: Attack | None, cfg, env, logger, writer,
              epoch: int) -> dict[str, float]:
     """Clean validation (and robust validation when configured) under ATTACK.protocol; returns {"mIoU": ...,
-    "robust_mIoU": ...}."""
-    res = evaluate(protocol, val_loader, env, cfg.DATA.classes, desc="val").summary()
+    "robust_mIoU": ...}. Tensorboard gets the scores and a panel of the first validation image (clean, or under
+    the robust validation attack)."""
+    first: dict[str, ImageView] = {}
+
+    def keep(name: str):
+        return lambda view: first.setdefault(name, view) if view.index == 0 else None
+    res = evaluate(protocol, val_loader, env, cfg.DATA.classes, desc="val", on_prediction=keep("clean")).summary()
     names = class_names(cfg.DATA.name, cfg.DATA.classes)
     iou = {n: v for n, v in zip(names, res["per_class_iou"]) if v is not None}
     weakest = ", ".join(f"{n} {v:.3f}" for n, v in sorted(iou.items(), key=lambda kv: kv[1])[:5])
@@ -143,7 +149,8 @@ def validate(protocol: Protocol, val_loader, robust_loader, robust_attack: Attac
                 f"lowest class IoU: {weakest}")
     out = {"mIoU": res["mIoU"]}
     if robust_attack is not None:
-        rob = evaluate(protocol, robust_loader, env, cfg.DATA.classes, attack=robust_attack, desc="robust val")
+        rob = evaluate(protocol, robust_loader, env, cfg.DATA.classes, attack=robust_attack, desc="robust val",
+                       on_prediction=keep("attacked"))
         rob = rob.summary()
         out["robust_mIoU"] = rob["mIoU"]
         logger.info(f"epoch {epoch} robust validation ({robust_attack.name}, {rob['images']} images, protocol "
@@ -153,6 +160,15 @@ def validate(protocol: Protocol, val_loader, robust_loader, robust_attack: Attac
             writer.add_scalar(f"val/{k}", v, epoch)
         for n, v in iou.items():
             writer.add_scalar(f"val_class_iou/{n}", v, epoch)
+        if "clean" in first:  # the first validation image is on the main process (shards are contiguous)
+            clean, adv = first["clean"], first.get("attacked")
+            picture, _ = panel(clean.image.cpu(), None if adv is None else adv.adv.cpu(), clean.labels, clean.pred,
+                               None if adv is None else adv.pred, palette(cfg.DATA.name), names,
+                               f"epoch {epoch}, validation image 0" + ("" if adv is None else
+                                                                       f", {robust_attack.name}"),
+                               0.0 if adv is None else robust_attack.eps,
+                               None if adv is None or adv.regions is None else adv.regions.cpu(), cfg.DATA.ignore_index)
+            writer.add_image("val/panel", picture, epoch, dataformats="HWC")
     return out
 
 
