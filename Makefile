@@ -23,7 +23,10 @@ demo:
 	PYTHON=$(PY) NPROC=1 sh tool_train/demo/psp_train_sat.sh && \
 	PYTHON=$(PY) NPROC=1 sh tool_test/demo/psp_test_sat.sh && \
 	PYTHON=$(PY) NPROC=1 sh tool_test/demo/psp_test_sat_sea.sh && \
-	echo "make demo finished in $$(( $$(date +%s) - start )) s"
+	echo "make demo finished in $$(( $$(date +%s) - start )) s" && \
+	for r in $$(ls -dt exp/demo/demo_pspnet18_sat/result/val_last_full*/ | head -1) \
+	         $$(ls -dt exp/demo/demo_pspnet18_sat/result/val_last_center*/ | head -1); do \
+	    echo "report: $${r}report.md  panels: $${r}panels/  region strips: $${r}regions/"; done
 
 test: .venv/.test-installed
 	$(PY) -m ruff check .

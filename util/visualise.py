@@ -44,10 +44,11 @@ def tile_size(h: int, w: int, long_side: int = TILE) -> tuple[int, int]:
 
 
 def fit(picture: np.ndarray, size: tuple[int, int], exact: bool) -> np.ndarray:
-    """Resize (H,W,3) to size (h, w): nearest when `exact` (labels: colours kept), else area/bilinear."""
+    """Resize (H,W,3) to size (h, w): nearest when `exact` (labels: colours kept) or when enlarging (every pixel
+    of an image or perturbation stays visible as a block), else area averaging."""
     if picture.shape[:2] == tuple(size):
         return picture
-    mode = cv2.INTER_NEAREST if exact else (cv2.INTER_AREA if size[0] < picture.shape[0] else cv2.INTER_LINEAR)
+    mode = cv2.INTER_NEAREST if exact or size[0] >= picture.shape[0] else cv2.INTER_AREA
     return cv2.resize(picture, (size[1], size[0]), interpolation=mode)
 
 
