@@ -33,6 +33,7 @@ from torch import nn
 
 from attack import Attack, AttackResult
 from engine.attacks import AttackSpec, build_from_spec
+from engine.precision import autocast
 from util.errors import UserError
 from util.inference import Inference, Tiling, cut_crops, pad_labels, stitch
 from util.rescale import long_side_size, resize_image, resize_labels, resize_maps
@@ -91,10 +92,10 @@ class Protocol:
     multi_scale = False  # whether the protocol reads TEST.scales
 
     def __init__(self, model: nn.Module, settings: dict, seed: int = 0, ignore_index: int = 255,
-                 scales: tuple[float, ...] = (1.0,), resize: tuple[int, ...] = ()) -> None:
+                 scales: tuple[float, ...] = (1.0,), resize: tuple[int, ...] = (), amp: str = "none") -> None:
         """settings: inference_settings(cfg); scales: TEST.scales; resize: TEST.legacy_resize ((h, w) or ()), read
-        by `legacy` alone."""
-        self.model, self.settings = model, dict(settings)
+        by `legacy` alone; amp: ATTACK.amp, the precision of the attacks' passes (predictions stay fp32)."""
+        self.model, self.settings, self.amp = model, dict(settings), amp
         self.seed, self.ignore_index = int(seed), int(ignore_index)
         self.scales, self.resize = tuple(float(v) for v in scales), tuple(resize)
         if self.scales != (1.0,) and not self.multi_scale:
@@ -133,7 +134,7 @@ class Protocol:
     # ---- the interface ------------------------------------------------------------------------------------
     def describe(self) -> dict:
         """What metrics.json records about the protocol."""
-        return {"name": self.name, "rule": self.rule, **self.settings,
+        return {"name": self.name, "rule": self.rule, **self.settings, "attack_amp": self.amp,
                 "seeds": f"per image from (ATTACK.seed={self.seed}, dataset index)"}
 
     def build_attack(self, spec: AttackSpec, cfg) -> Attack:
@@ -153,9 +154,10 @@ class Protocol:
 
     def run_attack(self, attack: Attack, x: torch.Tensor, y: torch.Tensor, seeds: list[int],
                    on_iterate: Callable[[int, torch.Tensor], None] | None) -> AttackResult:
-        """The attack's result (adversarial images and extras, no trace) with the given seeds; on_iterate sees
-        every judged iterate."""
-        return attack.run(x, y, trace=False, on_iterate=on_iterate, seeds=seeds)
+        """The attack's result (adversarial images and extras, no trace) with the given seeds, its passes under
+        ATTACK.amp; on_iterate sees every judged iterate."""
+        with autocast(self.amp, x.device):
+            return attack.run(x, y, trace=False, on_iterate=on_iterate, seeds=seeds)
 
     def attack_images(self, attack: Attack, x: torch.Tensor, y: torch.Tensor, indices: list[int],
                       on_iterate: OnIterate | None) -> AttackResult:
@@ -333,6 +335,6 @@ def build_protocol(cfg, model: nn.Module) -> Protocol:
         raise UserError(f"ATTACK.protocol must be one of {', '.join(PROTOCOLS)}; got {name!r}")
     try:
         return PROTOCOLS[name](model, inference_settings(cfg), cfg.ATTACK.seed, cfg.DATA.ignore_index,
-                               tuple(cfg.TEST.scales), tuple(cfg.TEST.legacy_resize))
+                               tuple(cfg.TEST.scales), tuple(cfg.TEST.legacy_resize), cfg.ATTACK.amp)
     except ValueError as exc:
         raise UserError(f"ATTACK.protocol: {exc}") from exc

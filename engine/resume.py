@@ -52,16 +52,17 @@ class TrainingState:
     sums: dict[str, torch.Tensor] = field(default_factory=dict)  # this process's running sums of the epoch
 
 
-def checkpoint_state(model: torch.nn.Module, optimizer, scheduler, progress: TrainingState, env: DistEnv
-                     ) -> dict[str, Any] | None:
-    """The checkpoint dict on rank 0 (None on the others). Every process must call it: it gathers their RNG states
-    and epoch sums."""
+def checkpoint_state(model: torch.nn.Module, optimizer, scheduler, progress: TrainingState, env: DistEnv,
+                     scaler: torch.amp.GradScaler | None = None) -> dict[str, Any] | None:
+    """The checkpoint dict on rank 0 (None on the others), with the fp16 grad scaler's state when there is one.
+    Every process must call it: it gathers their RNG states and epoch sums."""
     processes = all_gather_objects({"rng": rng_states(), "sums": progress.sums}, env)
     if not env.is_main:
         return None
     return {"epoch": progress.epoch, "iteration": progress.iteration, "model": model.state_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "best": progress.best,
-            "world": env.world, "processes": processes}
+            "world": env.world, "processes": processes,
+            "scaler": None if scaler is None else scaler.state_dict()}
 
 
 def resume_point(state: dict[str, Any], env: DistEnv, iterations_per_epoch: int, where: str) -> ResumePoint:
@@ -84,8 +85,9 @@ def resume_point(state: dict[str, Any], env: DistEnv, iterations_per_epoch: int,
 class Checkpoints:
     """The run's checkpoint files under `folder` (model/): every process calls save(), rank 0 writes."""
 
-    def __init__(self, model: torch.nn.Module, optimizer, scheduler, env: DistEnv, folder: Path) -> None:
-        self.model, self.optimizer, self.scheduler, self.env = model, optimizer, scheduler, env
+    def __init__(self, model: torch.nn.Module, optimizer, scheduler, env: DistEnv, folder: Path,
+                 scaler: torch.amp.GradScaler | None = None) -> None:
+        self.model, self.optimizer, self.scheduler, self.env, self.scaler = model, optimizer, scheduler, env, scaler
         self.last = folder / "last.pth"
 
     def kept(self) -> str:
@@ -96,7 +98,7 @@ class Checkpoints:
 
     def save(self, progress: TrainingState, also: tuple[str, ...] = ()) -> Path:
         """Write last.pth (and the files named in `also`, e.g. best.pth) atomically; returns last.pth's path."""
-        state = checkpoint_state(self.model, self.optimizer, self.scheduler, progress, self.env)
+        state = checkpoint_state(self.model, self.optimizer, self.scheduler, progress, self.env, self.scaler)
         if state is not None:
             for path in (self.last, *(self.last.with_name(name) for name in also)):
                 save_checkpoint(state, path)

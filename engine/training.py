@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from attack import Attack
+from engine.precision import autocast
 from util.distributed import share_buffers
 from util.errors import UserError
 from util.loss import segmentation_loss
@@ -80,9 +81,11 @@ class StepResult(NamedTuple):
 
 
 def train_step(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, optimizer: torch.optim.Optimizer,
-               scheduler, cfg, attack: Attack | None = None) -> StepResult:
+               scheduler, cfg, attack: Attack | None = None, scaler: torch.amp.GradScaler | None = None
+               ) -> StepResult:
     """One optimisation step on a batch (N,3,H,W): CE(main) + TRAIN.aux_weight x CE(aux), adversarial when
-    `attack` is given (built on the unwrapped model; ADV_TRAIN.adv_ratio of the batch is replaced).
+    `attack` is given (built on the unwrapped model; ADV_TRAIN.adv_ratio of the batch is replaced). The attack and
+    the forward pass run under TRAIN.amp's autocast (engine/precision.py); `scaler` (fp16) scales the loss.
 
     Returns a StepResult: the batch as trained (its adversarial images first, see adversarial_batch). Under DDP
     every process then takes rank 0's BatchNorm statistics (what DDP broadcasts before the next forward anyway),
@@ -90,16 +93,22 @@ def train_step(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, optim
     exactly.
     """
     n_adv = 0
-    if attack is not None:
-        images, labels, n_adv = adversarial_batch(attack, images, labels, cfg.ADV_TRAIN.adv_ratio,
-                                                  cfg.ADV_TRAIN.composition)
-    out = net(images, return_dict=True)
-    main_loss = segmentation_loss(out["out"], labels, cfg.DATA.ignore_index)
-    aux_loss = segmentation_loss(out["aux"], labels, cfg.DATA.ignore_index)
-    loss = main_loss + cfg.TRAIN.aux_weight * aux_loss
+    with autocast(cfg.TRAIN.amp, images.device):
+        if attack is not None:
+            images, labels, n_adv = adversarial_batch(attack, images, labels, cfg.ADV_TRAIN.adv_ratio,
+                                                      cfg.ADV_TRAIN.composition)
+        out = net(images, return_dict=True)
+        main_loss = segmentation_loss(out["out"], labels, cfg.DATA.ignore_index)
+        aux_loss = segmentation_loss(out["aux"], labels, cfg.DATA.ignore_index)
+        loss = main_loss + cfg.TRAIN.aux_weight * aux_loss
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
     scheduler.step()
     share_buffers(net)
     return StepResult(out["out"].detach(), labels, main_loss.detach(), aux_loss.detach(), n_adv)

@@ -1,6 +1,7 @@
 """Segmentation models: `build_model(cfg)` builds PSPNet or DeepLabv3 on a dilated ResNet."""
 from __future__ import annotations
 
+import torch
 from torch import nn
 from torchvision.models.segmentation.fcn import FCNHead
 
@@ -42,8 +43,8 @@ def build_model(cfg, backbone_weights: bool = True) -> Segmentor:
             head_s = SemsegASPPHead(c4, k, m.aspp_rates, m.dropout)
         if m.pretrained and backbone_weights:
             load_backbone_weights(backbone, m.pretrained)
-        return Segmentor(backbone, head_s, semseg_aux_head(m.arch, c3, k, m.dropout), mean=cfg.DATA.mean,
-                         std=cfg.DATA.std, align_corners=True)
+        return layout(Segmentor(backbone, head_s, semseg_aux_head(m.arch, c3, k, m.dropout), mean=cfg.DATA.mean,
+                                std=cfg.DATA.std, align_corners=True, channels_last=m.channels_last))
     if m.arch == "pspnet":
         head: nn.Module = PSPHead(c4, k, bins=m.psp_bins, channels=m.head_channels or 512, dropout=m.dropout)
     elif m.arch == "deeplabv3":
@@ -51,4 +52,10 @@ def build_model(cfg, backbone_weights: bool = True) -> Segmentor:
     aux_head = FCNHead(c3, k)  # 3x3 conv to c3/4 channels, BN, ReLU, dropout 0.1, 1x1 classifier
     if m.pretrained and backbone_weights:
         load_backbone_weights(backbone, m.pretrained)
-    return Segmentor(backbone, head, aux_head, mean=cfg.DATA.mean, std=cfg.DATA.std)
+    return layout(Segmentor(backbone, head, aux_head, mean=cfg.DATA.mean, std=cfg.DATA.std,
+                            channels_last=m.channels_last))
+
+
+def layout(model: Segmentor) -> Segmentor:
+    """MODEL.channels_last: the convolution weights (and, in forward, the inputs) in channels-last memory layout."""
+    return model.to(memory_format=torch.channels_last) if model.channels_last else model

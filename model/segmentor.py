@@ -38,9 +38,11 @@ class Segmentor(nn.Module):
         mean: Sequence[float],
         std: Sequence[float],
         align_corners: bool = False,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         self.align_corners = align_corners  # semseg-style networks upsample their logits with align_corners=True
+        self.channels_last = channels_last  # inputs are laid out channels-last for the network's convolutions
         self.normalize = Normalize(mean, std)
         self.backbone = backbone
         self.head = head
@@ -50,6 +52,8 @@ class Segmentor(nn.Module):
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"expected images of shape (N,3,H,W), got {tuple(x.shape)}")
         size = x.shape[-2:]
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         c3, c4 = self.backbone(self.normalize(x))
         out = F.interpolate(self.head(c4), size=size, mode="bilinear", align_corners=self.align_corners)
         if not return_dict:

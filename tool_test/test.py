@@ -25,6 +25,7 @@ from attack import RPPGD
 from engine.attacks import attack_list
 from engine.evaluation import evaluate
 from engine.pictures import Panels, RegionHistory, region_strip
+from engine.precision import check_amp
 from engine.protocols import build_protocol
 from engine.report import write_results
 from engine.result_store import ShardStore, file_digest, settings_digest
@@ -88,6 +89,7 @@ def main(argv: list[str] | None = None) -> None:
         ensure_demo_data(cfg, logger)
     barrier(env)
     dataset = build_dataset(cfg, cfg.TEST.split, train=False)  # a missing dataset stops before anything else
+    check_amp(cfg.ATTACK.amp, env.device, "ATTACK.amp")
     trained = load_trained_model(cfg, env.device)
     model_path = trained.path
     protocol = build_protocol(cfg, trained.model)

@@ -31,6 +31,7 @@ from engine.attacks import attack_spec, build_from_spec
 from engine.evaluation import evaluate
 from engine.interrupts import StopRequests
 from engine.pictures import ImageView, panel
+from engine.precision import check_amp, grad_scaler
 from engine.protocols import Protocol, build_protocol
 from engine.resume import Checkpoints, ResumePoint, TrainingState, resume_point, set_rng_states
 from engine.trained_model import project_weights
@@ -77,7 +78,7 @@ def train_epoch(net, batches, first: int, iters: int, optimizer, scheduler, cfg,
         labels = labels.to(env.device, non_blocking=True)
         try:
             logits, labels, main_loss, aux_loss, n_adv = train_step(net, images, labels, optimizer, scheduler, cfg,
-                                                                    attack)
+                                                                    attack, checkpoints.scaler)
         except NonFiniteError as exc:
             raise RunStopped(f"epoch {epoch} iteration {it}/{iters}: {exc}; {checkpoints.kept()}",
                              EXIT_NON_FINITE) from exc
@@ -199,6 +200,9 @@ def main(argv: list[str] | None = None) -> None:
     if use_sync_bn(cfg.DIST.sync_bn, env):
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(env.device)
+    check_amp(t.amp, env.device, "TRAIN.amp")
+    check_amp(cfg.ATTACK.amp, env.device, "ATTACK.amp")
+    scaler = grad_scaler(t.amp, env.device)  # fp16 only
     a = cfg.ADV_TRAIN
     # attacks and the protocol are built now, so that a bad name or parameter stops before anything is written
     attack = None
@@ -224,6 +228,8 @@ def main(argv: list[str] | None = None) -> None:
         load_model_state(model, state["model"], f"TRAIN.resume '{resume}'")
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
         point = resume_point(state, env, iters, f"TRAIN.resume '{resume}'")
         best = state.get("best", best)
 
@@ -253,7 +259,7 @@ def main(argv: list[str] | None = None) -> None:
     logger.info(f"{len(train_set)} training images, {len(val_set)} validation images, "
                 f"{len(train_loader)} iterations per epoch, {max_iter} in all")
 
-    checkpoints = Checkpoints(model, optimizer, scheduler, env, out_dir / "model")
+    checkpoints = Checkpoints(model, optimizer, scheduler, env, out_dir / "model", scaler)
     start = time.time()
     bar = tqdm(total=max_iter, initial=point.epoch * iters + point.iteration, disable=not env.is_main,
                desc="train", dynamic_ncols=True)

@@ -49,6 +49,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "aspp_rates": [6, 12, 18],
         "head_channels": 0,  # 0: the architecture's default (PSPNet 512, DeepLabv3 256)
         "dropout": 0.1,
+        # channels-last memory layout for the network's weights and inputs (faster convolutions on recent GPUs;
+        # the same results to float tolerance)
+        "channels_last": False,
     },
     "TRAIN": {
         "epochs": 50,
@@ -73,6 +76,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         # RP-PGD release's (with MODEL.style semseg), loaded strictly, as the release's TRAIN.weight
         "weight": "",
         "print_freq": 10,  # log a line every N iterations
+        # mixed precision of the training step, its attack included: none (fp32) | bf16 (CUDA, or the CPU's
+        # autocast) | fp16 (CUDA only, with a grad scaler kept in the checkpoints)
+        "amp": "none",
     },
     "TEST": {
         "model_path": "",  # empty: <run>/model/last.pth
@@ -119,6 +125,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         # {name: registry name, key: result name (default: name), any build_attack parameter}
         "attacks": [],
         "seed": 0,  # image i's random start is seeded from (seed, dataset index i)
+        # precision of the evaluation attacks' forward and backward passes: none (fp32) | bf16 | fp16 (CUDA only);
+        # the perturbation, its projection and the scored predictions stay fp32
+        "amp": "none",
     },
     "DIST": {
         "backend": "auto",  # auto (nccl on GPU, gloo on CPU) | nccl | gloo
@@ -135,6 +144,8 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "ADV_TRAIN.method": ("none", "at"),
     "MODEL.style": ("torchvision", "semseg"),
     "ADV_TRAIN.composition": ("attacked", "release"),
+    "TRAIN.amp": ("none", "bf16", "fp16"),
+    "ATTACK.amp": ("none", "bf16", "fp16"),
     "DIST.backend": ("auto", "nccl", "gloo"),
     "DIST.sync_bn": ("auto", "true", "false"),
 }
