@@ -26,7 +26,7 @@ demo:
 	echo "make demo finished in $$(( $$(date +%s) - start )) s" && \
 	for r in $$(ls -dt exp/demo/demo_pspnet18_sat/result/val_last_full*/ | head -1) \
 	         $$(ls -dt exp/demo/demo_pspnet18_sat/result/val_last_center*/ | head -1); do \
-	    echo "report: $${r}report.md  panels: $${r}panels/  region strips: $${r}regions/"; done
+	    echo "report: $${r}report.md$$([ -d $${r}panels ] && echo "  panels: $${r}panels/")$$([ -d $${r}regions ] && echo "  region strips: $${r}regions/")"; done
 
 test: .venv/.test-installed
 	$(PY) -m ruff check .

@@ -209,32 +209,34 @@ def test_convergence_study(tmp_path, tiny_data):
         assert (out / plot).stat().st_size > 1000, plot
 
 
-def test_training_throughput_benchmark(tmp_path):
+def test_the_benchmark_times_every_entry_and_counts_passes(tmp_path, tiny_data):
+    """tool_bench/bench.py on a small network: the floor, attack steps with their passes counted, training steps,
+    one robustly evaluated image under sliding windows, the data loader, and the targets in its JSON."""
     out = tmp_path / "bench.json"
-    run([sys.executable, str(ROOT / "tool_bench/bench_train.py"), "--config",
-         str(ROOT / "config/voc2012/voc2012_pspnet50_sat.yaml"), "--iters", "2", "--warmup", "1", "--batch", "2",
-         "--block", "1", "--out", str(out), "MODEL.layers", "18",
-         "TRAIN.crop_size", "33"], cwd=tmp_path)
+    proc = run([sys.executable, str(ROOT / "tool_bench/bench.py"), "--config",
+                str(ROOT / "config/demo/demo_pspnet18_sat.yaml"), "--size", "33", "--batch", "1", "--repeats", "1",
+                "--steps", "2", "--attacks", "pgd,rppgd++,rppgd++:release,apgd-ce", "--train-batch", "2",
+                "--train-size", "33", "--eval-size", "40x50", "--loader-batches", "2", "--out", str(out),
+                *tiny_overrides(tiny_data, tmp_path / "exp"), "TEST.mode", "slide", "TEST.crop_size", "33"],
+               cwd=tmp_path)
     result = json.loads(out.read_text())
-    assert result["attack"]["name"] == "rppgd++" and result["attack"]["steps"] == 3 and result["crop"] == [33, 33]
-    assert result["clean_images_per_s"] > 0 and result["at_images_per_s"] > 0
-    assert result["at_over_clean_time"] > 1, "three attack steps on half the batch cost something"
+    rows = {r["name"]: r for r in result["rows"]}
+    assert {name: tuple(r["passes"]) for name, r in rows.items() if r["passes"]} == {
+        "pgd step": (2, 2), "rppgd++ step": (2, 2), "rppgd++:release step": (2, 2),
+        "apgd-ce step": (3, 2)}  # APGD judges its start and each step; its last iterate needs no gradient
+    for name in ("fwd+bwd", "clean training step", "AT training step", "one image: fwd+bwd through the inference",
+                 "one image: clean prediction", "one image: PGD-2 robust prediction"):
+        assert rows[name]["seconds"] > 0 and rows[name]["peak_mib"] >= 0, name
+    assert rows["AT training step"]["reference"] == "clean training step"
+    assert result["loader"]["seconds_per_batch"] > 0
+    whats = [t["what"] for t in result["targets"]]
+    assert "rppgd++ step / pgd step (time)" in whats and "AT training step / clean training step" in whats
+    assert any(w.startswith("robust evaluation of one image (PGD-2)") for w in whats)
+    assert "| pgd step | 2 / 2 |" in proc.stdout and "target: " in proc.stdout
 
 
-def test_attack_step_benchmark_counts_passes_with_hooks(tmp_path):
-    out = tmp_path / "bench.md"
-    run([sys.executable, str(ROOT / "tool_bench/bench_attacks.py"), "--config",
-         str(ROOT / "config/demo/demo_pspnet18.yaml"), "--size", "33", "--batch", "1", "--repeats", "1",
-         "--attacks", "pgd,rppgd++,apgd-ce", "--out", str(out), "MODEL.head_channels", "32"], cwd=tmp_path)
-    rows = {r["name"]: r for r in json.loads(out.with_suffix(".json").read_text())["rows"]}
-    passes = {name: (r["passes"], r["backward_passes"]) for name, r in rows.items()}
-    assert passes == {"fwd+bwd": (1, 1), "pgd": (1, 1), "rppgd++ (described)": (1, 1), "rppgd++ (release)": (1, 1),
-                      "apgd-ce": (2, 1)}  # APGD's start and its one iterate, which needs no gradient
-    assert "| apgd-ce | 2 / 1 |" in out.read_text()
-
-
-def test_data_loader_benchmark_times_the_training_step(tmp_path, tiny_data):
-    proc = run([sys.executable, str(ROOT / "tool_bench/bench_data.py"), "--config",
-                str(ROOT / "config/demo/demo_pspnet18_sat.yaml"), "--batches", "3",
-                *tiny_overrides(tiny_data, tmp_path / "exp")], cwd=tmp_path)
-    assert "AT (rppgd++) training step" in proc.stdout and "ratio loader/train" in proc.stdout
+def test_the_benchmark_refuses_fp16_on_the_cpu(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "tool_bench/bench.py"), "--config",
+                           str(ROOT / "config/demo/demo_pspnet18.yaml"), "--amp", "fp16", "--device", "cpu"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2 and "--amp fp16 needs CUDA" in proc.stderr

@@ -158,6 +158,28 @@ def test_a_signal_mid_epoch_checkpoints_and_the_resumed_run_is_exact(tmp_path, t
 
 
 @pytest.mark.slow
+def test_a_bf16_run_stopped_mid_epoch_resumes_exactly(tmp_path, tiny_data):
+    """TRAIN.amp bf16 (CPU autocast, RP-PGD++ under it too): stopped by SIGTERM and resumed, the same weights as an
+    uninterrupted bf16 run, bit for bit."""
+    bf16 = ("TRAIN.amp", "bf16")
+    subprocess.run(train_cmd(tiny_data, tmp_path, "straight", *bf16), check=True, capture_output=True,
+                   env=run_env(), timeout=600)
+    log = tmp_path / "demo" / "run" / "train.log"
+    proc = subprocess.Popen(train_cmd(tiny_data, tmp_path, "run", *bf16), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=run_env())
+    wait_for(log, "epoch 1 iter 2/4", proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == EXIT_STOPPED, err[-2000:]
+    done = subprocess.run(train_cmd(tiny_data, tmp_path, "run", *bf16, "TRAIN.resume", "auto"), capture_output=True,
+                          text=True, env=run_env(), timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    straight = weights(tmp_path, "straight")
+    assert_same_weights(straight, weights(tmp_path, "run"))
+    assert straight["scaler"] is None  # bf16 needs no grad scaler
+
+
+@pytest.mark.slow
 def test_sigkill_at_a_random_iteration_then_resume_is_exact(tmp_path, tiny_data, straight):
     """Checkpoints every iteration (TRAIN.save_iters 1); killed without warning at a random iteration, the run
     continues from the newest complete one."""
