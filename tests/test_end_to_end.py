@@ -56,9 +56,13 @@ def test_train_then_test(tmp_path, tiny_data):
     assert len(list((result / "pictures" / "clean").glob("*.png"))) == 4
 
     # a checkpoint of one process evaluates in two: the same figures
-    run(["sh", str(ROOT / "tool_test/demo/psp_test.sh"), *common, "ATTACK.attacks", "[]", "TEST.run_name", "np2"],
-        cwd=tmp_path, env_extra={"NPROC": "2", "PYTHON": sys.executable})
+    run(["sh", str(ROOT / "tool_test/demo/psp_test.sh"), *common, "ATTACK.attacks", "[]", "TEST.run_name", "np2",
+         "TEST.vis", "3"], cwd=tmp_path, env_extra={"NPROC": "2", "PYTHON": sys.executable})
     assert json.loads((run_dir / "result" / "np2" / "metrics.json").read_text())["clean"] == clean
+    # each process draws the panels of its own images: the first 3 once each, all linked from the report
+    panels = sorted(p.name for p in (run_dir / "result" / "np2" / "panels" / "clean").glob("*.png"))
+    assert [p[:5] for p in panels] == ["00000", "00001", "00002"]
+    assert all(f"panels/clean/{p}" in (run_dir / "result" / "np2" / "report.md").read_text() for p in panels)
     run([sys.executable, str(ROOT / "tool_test/test.py"), "--config", config, *common, "TEST.num_images", "2",
          "ATTACK.attacks", "[]"], cwd=tmp_path)
     again = json.loads((run_dir / "result" / "val_last_full_2" / "metrics.json").read_text())  # nothing overwritten

@@ -163,8 +163,8 @@ def main(argv: list[str] | None = None) -> None:
         if env.is_main:  # nothing half-written: a failed evaluation leaves no result folder
             shutil.rmtree(result_dir, ignore_errors=True)
         raise
+    written = [p for part in all_gather_objects(panels.written, env) for p in part]  # every process's panels
     if env.is_main:
-        written = [p for part in all_gather_objects(panels.written, env) for p in part]  # every process's panels
         write_results(cfg, result_dir, model_path, trained.epoch,
                       {"split": cfg.TEST.split, "images": len(dataset), **protocol.describe()}, results, seconds,
                       {"panels": written, "strips": strips})
