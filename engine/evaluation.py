@@ -18,7 +18,7 @@ from engine.result_store import ShardStore
 from engine.sanity import mode_warnings, output_warnings, randomness_warnings, zero_gradient_warning
 from util.distributed import DistEnv, all_gather_objects, all_reduce_sum
 from util.errors import EXIT_NON_FINITE, RunStopped
-from util.metrics import SegMetric
+from util.metrics import SegMetric, confusion_matrices
 
 
 def same_size_groups(images: list[torch.Tensor], labels: list[torch.Tensor], indices: list[int]
@@ -81,17 +81,22 @@ def evaluate_shard(protocol: Protocol, loader, env: DistEnv, num_classes: int, a
                     metric.warnings += first_batch_warnings(protocol, x[:1].to(env.device), y[:1].to(env.device),
                                                             idx[:1])
                 metric.zero_gradient += [idx[i] for i in prediction.zero_gradient]
-                labels_cpu = prediction.labels.cpu()
-                pred = prediction.logits.detach().argmax(1).cpu()
-                for j, (p, yi, i) in enumerate(zip(pred, labels_cpu, idx)):
-                    metric.update(p, yi, i)
+                # confusion matrices per image on the device; the host gets N x K x K counts, and predictions only
+                # for pictures (on_prediction)
+                pred = prediction.logits.detach().argmax(1)
+                cms = confusion_matrices(pred, prediction.labels, num_classes, protocol.ignore_index).cpu()
+                for j, i in enumerate(idx):
+                    metric.add(cms[j], i)
                     if on_prediction is not None:
-                        on_prediction(ImageView(i, p, yi, *(None if t is None else t[j] for t in (
-                            prediction.images, prediction.adv, prediction.regions))))
+                        on_prediction(ImageView(i, pred[j].cpu(), prediction.labels[j].cpu(), *(
+                            None if t is None else t[j] for t in (prediction.images, prediction.adv,
+                                                                  prediction.regions))))
                 for run, logits in prediction.runs.items():  # SEA's loss runs, each scored on its own
                     run_metric = metric.runs.setdefault(run, SegMetric(num_classes, protocol.ignore_index))
-                    for p, yi, i in zip(logits.detach().argmax(1).cpu(), labels_cpu, idx):
-                        run_metric.update(p, yi, i)
+                    cms = confusion_matrices(logits.detach().argmax(1), prediction.labels, num_classes,
+                                             protocol.ignore_index).cpu()
+                    for j, i in enumerate(idx):
+                        run_metric.add(cms[j], i)
     finally:
         model.train(was_training)
     return metric

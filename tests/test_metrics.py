@@ -76,3 +76,24 @@ def test_miou_over_all_classes_as_the_released_scripts_print_it():
     # class 0: I 3, U 4; class 1: I 2, U 3; classes 2 and 3 occur nowhere
     assert s["mIoU"] == pytest.approx((3 / 4 + 2 / 3) / 2)
     assert s["mIoU_all_classes"] == pytest.approx((3 / 4 + 2 / 3 + 0 + 0) / 4)
+
+
+def test_batch_confusion_matrices_are_each_images_own():
+    """One bincount for a batch (evaluation's path) gives each image's confusion matrix, ignored pixels left out;
+    a label out of range is refused as for one image."""
+    from util.metrics import confusion_matrices
+    g = torch.Generator().manual_seed(0)
+    pred = torch.randint(0, 5, (3, 9, 7), generator=g)
+    label = torch.randint(0, 5, (3, 9, 7), generator=g)
+    label[torch.rand(label.shape, generator=g) < 0.2] = 255
+    cms = confusion_matrices(pred, label, 5)
+    assert cms.shape == (3, 5, 5)
+    for i in range(3):
+        brute = torch.zeros(5, 5, dtype=torch.int64)
+        for p, y in zip(pred[i].flatten().tolist(), label[i].flatten().tolist()):
+            if y != 255:
+                brute[y, p] += 1
+        assert torch.equal(cms[i], brute)
+    label[1, 0, 0] = 7
+    with pytest.raises(ValueError, match="label values"):
+        confusion_matrices(pred, label, 5)

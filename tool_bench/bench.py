@@ -9,9 +9,10 @@ Every attack step costs at least one forward and one backward pass of the model:
 and interleaved (every entry once per round, so a slow spell of a shared machine hits all alike), after a
 warm-up that also measures each entry's peak memory, it times:
 - the floor on a random batch (--batch, --size; labels with 10% ignored pixels);
-- a --steps-step call of each attack on that batch, per step (call time / steps); the forward and backward passes
-  of each call are counted with module hooks (engine.passes) and a call that makes more than its definition
-  needs stops the benchmark;
+- each attack on that batch, per step: a --steps call against a 1-step call, (t_steps - t_1) / (steps - 1), so the
+  start of a call (a random start, APGD's judgement of its start point) is its own column ("fixed s"); the
+  forward and backward passes of the --steps call are counted with module hooks (engine.passes) and a call that
+  makes more than its definition needs stops the benchmark;
 - one clean training step and one adversarial training step (engine.training.train_step with the config's
   optimizer, ADV_TRAIN attack and adv_ratio) on a random batch of --train-batch x --train-size (default:
   TRAIN.batch_size per process and TRAIN.crop_size);
@@ -66,6 +67,9 @@ class Entry:
     memory: list[float] = field(default_factory=list)
     passes: tuple[int, int] | None = None
     attack: bool = False              # an attack step (its ratio to the floor is a target)
+    images: int = 0                   # images one call processes (for images per second)
+    base: "Entry | None" = None       # an attack's 1-step call: a step's cost is the difference, per extra step
+    hidden: bool = False              # measured, but only as another entry's base
 
 
 def timed(fn: Callable[[], object], device: torch.device) -> float:
@@ -98,7 +102,10 @@ def floor_pass(model, images, labels, ignore: int, amp: str) -> Callable[[], tor
 
 
 def attack_entries(names: str, model, images, labels, cfg, steps: int, amp: str) -> list[Entry]:
-    """A --steps call of each attack (rppgd/rppgd++ 'name:release' for the release variant), per step."""
+    """A --steps call of each attack (rppgd/rppgd++ 'name:release' for the release variant) and, for an attack
+    with steps, a 1-step call: the cost of a step is (t_steps - t_1) / (steps - 1), what each further step adds, and
+    what a call costs besides its steps (a random start, APGD's judgement of its start point) is t_1 minus one
+    step."""
     entries = []
     for item in [s.strip() for s in names.split(",") if s.strip()]:
         name, _, variant = item.partition(":")
@@ -124,11 +131,20 @@ def attack_entries(names: str, model, images, labels, cfg, steps: int, amp: str)
         def run(atk=atk):
             with autocast(amp, images.device):
                 return atk(images, labels)
-        entries.append(Entry(f"{item} step", run, unit=float(params.get("steps", 1)), attack=True))
+        entry = Entry(f"{item} step", run, unit=float(params.get("steps", 1)), attack=True, images=len(images))
         with PassCounter(model) as counter:
             run()
         check_passes(atk, counter)  # stops the benchmark when a step does more than its loss needs
-        entries[-1].passes = (counter.forward, counter.backward)
+        entry.passes = (counter.forward, counter.backward)
+        entries.append(entry)
+        if "steps" in params and steps > 1:
+            one = build_attack(name, model, **{**params, "steps": 1})
+
+            def run_one(one=one):
+                with autocast(amp, images.device):
+                    return one(images, labels)
+            entry.base = Entry(f"{item} 1-step call", run_one, hidden=True)
+            entries.append(entry.base)
     return entries
 
 
@@ -141,9 +157,10 @@ def training_entries(cfg, device: torch.device, batch: int, size: tuple[int, int
     attack = build_from_spec(attack_spec(cfg.ADV_TRAIN.attack, "ADV_TRAIN.attack"), model, cfg)
     images, labels = random_batch(batch, *size, cfg.DATA.classes, cfg.DATA.ignore_index, device, seed=1)
     cfg.TRAIN.amp = amp
-    return [Entry("clean training step", lambda: train_step(model, images, labels, optimizer, scheduler, cfg)),
+    return [Entry("clean training step", lambda: train_step(model, images, labels, optimizer, scheduler, cfg),
+                  images=batch),
             Entry("AT training step", lambda: train_step(model, images, labels, optimizer, scheduler, cfg, attack),
-                  reference="clean training step")]
+                  reference="clean training step", images=batch)]
 
 
 def evaluation_entries(cfg, model, device: torch.device, size: tuple[int, int], steps: int, amp: str
@@ -182,12 +199,18 @@ def loader_seconds(cfg, batches: int) -> dict | None:
 def summarise(entries: list[Entry]) -> list[dict]:
     by_name = {e.name: e for e in entries}
     rows = []
-    for e in entries:
-        t = statistics.median(e.times) / e.unit
-        ref = by_name[e.reference]
-        t_ref = statistics.median(ref.times) / ref.unit
-        m, m_ref = statistics.median(e.memory), statistics.median(ref.memory)
-        rows.append({"name": e.name, "attack": e.attack, "seconds": t, "reference": e.reference, "ratio": t / t_ref,
+    def seconds(e: Entry) -> float:
+        if e.base is None:
+            return statistics.median(e.times) / e.unit
+        return (statistics.median(e.times) - statistics.median(e.base.times)) / (e.unit - 1)
+
+    for e in (e for e in entries if not e.hidden):
+        t, t_ref = seconds(e), seconds(by_name[e.reference])
+        m, m_ref = statistics.median(e.memory), statistics.median(by_name[e.reference].memory)
+        fixed = None if e.base is None else statistics.median(e.base.times) - t
+        rows.append({"name": e.name, "attack": e.attack, "seconds": t, "fixed_seconds": fixed,
+                     "reference": e.reference, "ratio": t / t_ref,
+                     "images_per_s": e.images / t if e.images else None,
                      "peak_mib": m / MIB, "memory_ratio": m / m_ref if m_ref > 0 else None,
                      "passes": e.passes, "times": e.times})
     return rows
@@ -272,7 +295,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(0)
     model = build_model(cfg, backbone_weights=False).to(device).eval()
     images, labels = random_batch(args.batch, size, size, k, ignore, device)
-    entries = [Entry("fwd+bwd", floor_pass(model, images, labels, ignore, args.amp))]
+    entries = [Entry("fwd+bwd", floor_pass(model, images, labels, ignore, args.amp), images=args.batch)]
     entries += attack_entries(args.attacks, model, images, labels, cfg, args.steps, args.amp)
     entries += training_entries(cfg, device, train_batch, train_size, args.amp)
     entries += evaluation_entries(cfg, model, device, eval_size, args.steps, args.amp)
@@ -300,13 +323,15 @@ def main(argv: list[str] | None = None) -> None:
               f"{args.batch}x3x{size}x{size}, {args.steps} steps per call; training batch {train_batch}x"
               f"{train_size[0]}x{train_size[1]}; one image {eval_size[0]}x{eval_size[1]} under "
               f"{cfg.ATTACK.protocol} ({cfg.TEST.mode}); medians of {args.repeats} interleaved rounds")
-    lines = [header, "", "| entry | passes (fwd / bwd) | seconds | ratio | to | peak MiB | memory ratio |",
-             "|---|---:|---:|---:|---|---:|---:|"]
+    lines = [header, "", "| entry | passes (fwd / bwd) | seconds | images/s | ratio | to | peak MiB | memory ratio | "
+                         "fixed s |", "|---|---:|---:|---:|---:|---|---:|---:|---:|"]
     for r in rows:
         passes = "-" if r["passes"] is None else f"{r['passes'][0]} / {r['passes'][1]}"
         mem = "-" if r["memory_ratio"] is None else f"{r['memory_ratio']:.2f}"
-        lines.append(f"| {r['name']} | {passes} | {r['seconds']:.3f} | {r['ratio']:.2f} | {r['reference']} | "
-                     f"{r['peak_mib']:.0f} | {mem} |")
+        speed = "-" if r["images_per_s"] is None else f"{r['images_per_s']:.2f}"
+        fixed = "-" if r["fixed_seconds"] is None else f"{r['fixed_seconds']:.3f}"
+        lines.append(f"| {r['name']} | {passes} | {r['seconds']:.3f} | {speed} | {r['ratio']:.2f} | "
+                     f"{r['reference']} | {r['peak_mib']:.0f} | {mem} | {fixed} |")
     if loader and "seconds_per_batch" in loader:
         lines.append(f"\ndata loader: {loader['seconds_per_batch']:.3f} s per batch of {loader['batch']} "
                      f"({loader['workers']} workers); the clean training step takes "

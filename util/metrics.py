@@ -21,6 +21,20 @@ def confusion_matrix(pred: torch.Tensor, label: torch.Tensor, num_classes: int, 
     return torch.bincount(y * num_classes + p, minlength=num_classes ** 2).view(num_classes, num_classes).cpu()
 
 
+def confusion_matrices(pred: torch.Tensor, label: torch.Tensor, num_classes: int, ignore_index: int = 255
+                       ) -> torch.Tensor:
+    """(N, K, K) int64 counts of each image of a batch (pred and label (N,H,W)), on their device: one bincount
+    for the batch, so evaluation moves N x K x K numbers to the host instead of the predictions."""
+    n, k = label.shape[0], num_classes
+    keep = label != ignore_index
+    y = label.long()
+    if bool(((y < 0) | (y >= k))[keep].any()):
+        raise ValueError(f"label values must be in [0, {k}) or {ignore_index}")
+    image = torch.arange(n, device=label.device).view(n, *([1] * (label.dim() - 1))).expand_as(label)
+    index = ((image * k + y) * k + pred.long())[keep]
+    return torch.bincount(index, minlength=n * k * k).view(n, k, k)
+
+
 def scores(cm: torch.Tensor) -> dict:
     """mIoU, mAcc, aAcc (fractions in [0,1]) and per-class IoU (None where a class occurs nowhere)."""
     cm = cm.double()
@@ -79,6 +93,12 @@ class SegMetric:
     def update(self, pred: torch.Tensor, label: torch.Tensor, index: int) -> torch.Tensor:
         """Add one image (pred and label (H,W)); returns its confusion matrix."""
         cm = confusion_matrix(pred, label, self.num_classes, self.ignore_index)
+        self.add(cm, index)
+        return cm
+
+    def add(self, cm: torch.Tensor, index: int) -> torch.Tensor:
+        """Add one image by its (K,K) confusion matrix (confusion_matrices gives a batch's); returns it."""
+        cm = cm.cpu()
         self.cm += cm
         self.per_image[int(index)] = scores(cm)["mIoU"]
         self.per_image_counts[int(index)] = torch.stack([cm.diag(), cm.sum(1), cm.sum(0)])
