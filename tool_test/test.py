@@ -5,10 +5,11 @@
 Reads TEST.model_path (default: the run's model/last.pth), evaluates the clean model and then every
 ATTACK.attacks entry under ATTACK.protocol (full | legacy | center, METHOD.md §7), with random starts seeded per
 image, and writes <EXP.root>/<DATA.name>/<EXP.name>/result/<run_name>/: metrics.json (protocol, clean, every
-attack with its parameters, the per-image worst case over the attacks), report.md and, with
-TEST.save_pictures, colour predictions under pictures/<clean|attack>/. TEST.num_images N evaluates the first
-N images. A second evaluation never overwrites the first. Without TEST.save_pictures an interrupted evaluation
-continues where it stopped when run again with the same settings (engine/result_store.py).
+attack with its parameters, the per-image worst case over the attacks), report.md (engine/report.py) and, with
+TEST.save_pictures, colour predictions under pictures/<clean|attack>/; TEST.vis N panels of the first N images
+under panels/, TEST.vis_regions INDEX RP-PGD's region strips under regions/ (engine/pictures.py). TEST.num_images
+N evaluates the first N images. A second evaluation never overwrites the first. Without pictures an interrupted
+evaluation continues where it stopped when run again with the same settings (engine/result_store.py).
 """
 from __future__ import annotations
 
