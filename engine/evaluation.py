@@ -39,7 +39,7 @@ def evaluate(protocol: Protocol, loader, env: DistEnv, num_classes: int, attack:
     process's shard of `loader`, merged on all processes.
 
     on_prediction(ImageView) is called for each image of this process (its prediction and labels, and the view's
-    clean and adversarial images and RP-PGD regions, for pictures);
+    clean and adversarial images and RP-PGD regions, for pictures; tensors on the evaluation's device);
     on_iterate is passed to protocol.predict (convergence curves). shard = (store, path): this process's result is
     loaded from path when an earlier run finished it, and saved there when this one does (engine/result_store.py).
     """
@@ -81,14 +81,14 @@ def evaluate_shard(protocol: Protocol, loader, env: DistEnv, num_classes: int, a
                     metric.warnings += first_batch_warnings(protocol, x[:1].to(env.device), y[:1].to(env.device),
                                                             idx[:1])
                 metric.zero_gradient += [idx[i] for i in prediction.zero_gradient]
-                # confusion matrices per image on the device; the host gets N x K x K counts, and predictions only
-                # for pictures (on_prediction)
+                # confusion matrices per image on the device; the host gets N x K x K counts. on_prediction gets the
+                # device tensors and copies to the host only what it keeps (pictures)
                 pred = prediction.logits.detach().argmax(1)
                 cms = confusion_matrices(pred, prediction.labels, num_classes, protocol.ignore_index).cpu()
                 for j, i in enumerate(idx):
                     metric.add(cms[j], i)
                     if on_prediction is not None:
-                        on_prediction(ImageView(i, pred[j].cpu(), prediction.labels[j].cpu(), *(
+                        on_prediction(ImageView(i, pred[j], prediction.labels[j], *(
                             None if t is None else t[j] for t in (prediction.images, prediction.adv,
                                                                   prediction.regions))))
                 for run, logits in prediction.runs.items():  # SEA's loss runs, each scored on its own

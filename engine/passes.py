@@ -53,8 +53,7 @@ def expected_passes(attack: Attack) -> tuple[int, int]:
         return sum(s + 1 for s in stages), sum(stages)
     if isinstance(attack, APGD):
         return attack.steps + 1, attack.steps
-    steps = getattr(attack, "steps", 1)
-    return steps + (1 if getattr(attack, "best", False) else 0), steps
+    return attack.steps + (1 if attack.best else 0), attack.steps
 
 
 def check_passes(attack: Attack, counter: PassCounter) -> None:

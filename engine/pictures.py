@@ -49,7 +49,8 @@ def region_palette() -> np.ndarray:
 
 @dataclass
 class ImageView:
-    """One evaluated image as a protocol scores it (evaluate() hands one to on_prediction per image)."""
+    """One evaluated image as a protocol scores it (evaluate() hands one to on_prediction per image; its tensors
+    are on the evaluation's device)."""
     index: int                              # dataset index
     pred: torch.Tensor                      # (h,w) long
     labels: torch.Tensor                    # (h,w) long
@@ -157,7 +158,7 @@ class Panels:
         def keep(view: ImageView) -> None:
             if view.index >= self.count:
                 return
-            view = ImageView(view.index, view.pred.cpu(), view.labels.cpu(), view.image.cpu())
+            view = ImageView(view.index, view.pred.cpu(), view.labels.cpu(), view.image.detach().cpu())
             self.clean_views[view.index] = view
             picture, _ = panel(view.image, None, view.labels, view.pred, None, self.palette, self.names,
                                f"image {view.index} ({self.stems[view.index]}), clean", ignore_index=self.ignore_index)

@@ -256,7 +256,9 @@ class Legacy(Protocol):
     @staticmethod
     def paste(crops: torch.Tensor, view: LegacyView) -> torch.Tensor:
         """The first scale's crops (its B crops of (C,ch,cw) or (ch,cw)) pasted in order onto the view (a later crop
-        covers an earlier one where they overlap), the padding cut off, resized to the view: for pictures only."""
+        covers an earlier one where they overlap), the padding cut off, resized to the view (torch, on the crops'
+        device: no host copy on the evaluation path; bilinear for images, nearest for region maps): for pictures
+        only."""
         tiling = view.tilings[0]
         maps = crops[:len(tiling.boxes)]
         maps = maps if maps.dim() == 4 else maps[:, None]
@@ -265,9 +267,11 @@ class Legacy(Protocol):
             canvas[0, :, y0:y1, x0:x1] = maps[b]
         top, left = tiling.offset
         canvas = canvas[..., top:top + tiling.size[0], left:left + tiling.size[1]]
+        if tuple(canvas.shape[-2:]) == tuple(view.size):
+            return canvas if crops.dim() == 4 else canvas[:, 0]
         if crops.dim() == 4:
-            return resize_image(canvas, view.size)
-        return resize_labels(canvas[:, 0], view.size)
+            return F.interpolate(canvas, size=view.size, mode="bilinear", align_corners=False)
+        return F.interpolate(canvas.float(), size=view.size, mode="nearest")[:, 0].to(crops.dtype)
 
     def view_of(self, x: torch.Tensor, y: torch.Tensor) -> LegacyView:
         """One image (1,3,H,W) with labels (1,H,W) cut as the scripts cut it, over all scales in order."""

@@ -46,7 +46,7 @@ from engine.attacks import AttackSpec, attack_spec, build_from_spec
 from engine.passes import PassCounter, check_passes
 from engine.precision import autocast, check_amp
 from engine.protocols import build_protocol
-from engine.training import build_optimizer, build_scheduler, per_process_batch, train_step
+from engine.training import build_optimizer, build_scheduler, train_step
 from model import build_model
 from util.config import load_config
 from util.dataset import build_dataset, make_loader
@@ -148,15 +148,15 @@ def attack_entries(names: str, model, images, labels, cfg, steps: int, amp: str)
     return entries
 
 
-def training_entries(cfg, device: torch.device, batch: int, size: tuple[int, int], amp: str) -> list[Entry]:
-    """A clean and an adversarial training step (train_step) on one random batch, each with its own model copy."""
+def training_entries(cfg, device: torch.device, batch: int, size: tuple[int, int]) -> list[Entry]:
+    """A clean and an adversarial training step (train_step, under TRAIN.amp) on one random batch, with a model of
+    their own."""
     torch.manual_seed(cfg.EXP.seed)
     model = build_model(cfg, backbone_weights=False).to(device).train()
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, max_iter=10 ** 6)
     attack = build_from_spec(attack_spec(cfg.ADV_TRAIN.attack, "ADV_TRAIN.attack"), model, cfg)
     images, labels = random_batch(batch, *size, cfg.DATA.classes, cfg.DATA.ignore_index, device, seed=1)
-    cfg.TRAIN.amp = amp
     return [Entry("clean training step", lambda: train_step(model, images, labels, optimizer, scheduler, cfg),
                   images=batch),
             Entry("AT training step", lambda: train_step(model, images, labels, optimizer, scheduler, cfg, attack),
@@ -165,8 +165,8 @@ def training_entries(cfg, device: torch.device, batch: int, size: tuple[int, int
 
 def evaluation_entries(cfg, model, device: torch.device, size: tuple[int, int], steps: int, amp: str
                        ) -> list[Entry]:
-    """One image under ATTACK.protocol: its fwd+bwd through the protocol's inference, clean and PGD-attacked."""
-    cfg.ATTACK.amp = amp
+    """One image under ATTACK.protocol: its fwd+bwd through the protocol's inference, clean and PGD-attacked (the
+    attack's passes under ATTACK.amp)."""
     protocol = build_protocol(cfg, model)
     x, y = random_batch(1, *size, cfg.DATA.classes, cfg.DATA.ignore_index, device, seed=2)
     pgd = protocol.build_attack(AttackSpec("pgd", "pgd", {"eps": 0.03, "alpha": 0.01, "steps": steps}, "bench"), cfg)
@@ -246,9 +246,10 @@ def parse(argv: list[str] | None):
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--batch", type=int, default=2, help="images of the floor and attack-step batch")
     p.add_argument("--size", type=int, default=0, help="their height and width (default: TRAIN.crop_size)")
-    p.add_argument("--steps", type=int, default=3, help="attack steps per call (per-step cost = call / steps)")
+    p.add_argument("--steps", type=int, default=3,
+                   help="steps of the long attack call (a step costs (t_steps - t_1) / (steps - 1))")
     p.add_argument("--attacks", default=DEFAULT_ATTACKS)
-    p.add_argument("--train-batch", type=int, default=0, help="default: TRAIN.batch_size per process")
+    p.add_argument("--train-batch", type=int, default=0, help="default: TRAIN.batch_size")
     p.add_argument("--train-size", type=int, default=0, help="default: TRAIN.crop_size")
     p.add_argument("--eval-size", default="", help="HxW of the evaluated image (default: 1.5 x TEST.crop_size "
                                                      "under slide inference, else the --size square)")
@@ -275,12 +276,13 @@ def main(argv: list[str] | None = None) -> None:
     check_amp(args.amp, device, "--amp")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    overrides = [*args.overrides] + (["MODEL.channels_last", "true"] if args.channels_last else [])
+    overrides = [*args.overrides, "TRAIN.amp", args.amp, "ATTACK.amp", args.amp]
+    overrides += ["MODEL.channels_last", "true"] if args.channels_last else []
     cfg = load_config(args.config, overrides)
     k, ignore = cfg.DATA.classes, cfg.DATA.ignore_index
     size = args.size or cfg.TRAIN.crop_size[0]
     train_size = (args.train_size,) * 2 if args.train_size else tuple(cfg.TRAIN.crop_size)
-    train_batch = args.train_batch or per_process_batch(cfg.TRAIN.batch_size, 1)
+    train_batch = args.train_batch or cfg.TRAIN.batch_size  # one process: the whole global batch
     if args.eval_size:
         try:
             eval_size = tuple(int(v) for v in args.eval_size.lower().split("x"))
@@ -297,7 +299,7 @@ def main(argv: list[str] | None = None) -> None:
     images, labels = random_batch(args.batch, size, size, k, ignore, device)
     entries = [Entry("fwd+bwd", floor_pass(model, images, labels, ignore, args.amp), images=args.batch)]
     entries += attack_entries(args.attacks, model, images, labels, cfg, args.steps, args.amp)
-    entries += training_entries(cfg, device, train_batch, train_size, args.amp)
+    entries += training_entries(cfg, device, train_batch, train_size)
     entries += evaluation_entries(cfg, model, device, eval_size, args.steps, args.amp)
 
     def log(text: str) -> None:

@@ -128,8 +128,8 @@ def main(argv: list[str] | None = None) -> None:
         if cfg.TEST.save_pictures:
             folder = result_dir / "pictures" / key
             folder.mkdir(parents=True, exist_ok=True)
-            calls.append(lambda v: save_colour_label(v.pred.numpy(), colours, folder / f"{entries[v.index].image.stem}"
-                                                                                       f".png"))
+            calls.append(lambda v: save_colour_label(v.pred.cpu().numpy(), colours,
+                                                     folder / f"{entries[v.index].image.stem}.png"))
         if cfg.TEST.vis:
             calls.append(panels.clean() if atk is None else panels.attacked(key, atk.eps))
         return (lambda view: [call(view) for call in calls]) if calls else None
