@@ -52,7 +52,7 @@ def mce_bal_weights(losses: Sequence[str], class_counts: Sequence[float] | None,
     if class_weights is not None:
         return torch.as_tensor(class_weights, dtype=torch.float32)
     raise ValueError("loss 'mce-bal' needs class_counts (the training set's pixel count per class, see "
-                     "util.class_counts) or class_weights")
+                     "util.data.class_counts) or class_weights")
 
 
 def loss_map(loss: str, logits: torch.Tensor, labels: torch.Tensor, ignore_index: int,

@@ -14,7 +14,7 @@ from typing import Any
 from torch import nn
 
 from attack import ATTACKS, Attack, attack_parameters, build_attack
-from util.class_counts import class_pixel_counts
+from util.data.class_counts import class_pixel_counts
 from util.errors import UserError
 
 

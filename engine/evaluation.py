@@ -18,7 +18,7 @@ from engine.result_store import ShardStore
 from engine.sanity import mode_warnings, output_warnings, randomness_warnings, zero_gradient_warning
 from util.distributed import DistEnv, all_gather_objects, all_reduce_sum
 from util.errors import EXIT_NON_FINITE, RunStopped
-from util.metrics import SegMetric, confusion_matrices
+from util.evaluation.metrics import SegMetric, confusion_matrices
 
 
 def same_size_groups(images: list[torch.Tensor], labels: list[torch.Tensor], indices: list[int]

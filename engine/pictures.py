@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from attack.regions import BOUNDARY, FALSE, IGNORED, TRUE, initial_regions, update_regions
-from util.metrics import confusion_matrix, scores
-from util.visualise import (
+from util.evaluation.metrics import confusion_matrix, scores
+from util.visualisation.tiles import (
     TILE,
     TITLE,
     colourise,

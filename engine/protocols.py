@@ -1,6 +1,6 @@
 """Evaluation protocols (METHOD.md §7): how an image is predicted, clean and under attack.
 
-- `full` (default): the configured inference (whole image or sliding window, util.inference.infer) is one
+- `full` (default): the configured inference (whole image or sliding window, util.evaluation.inference.infer) is one
   differentiable function of the whole image; the attack optimises one perturbation of the image through it.
 - `legacy` (the released test scripts of semseg, DDC-AT and the RP-PGD release, step for step): each image on
   its own; for each of TEST.scales its long side to round(scale * TEST.base_size) (cv2 bilinear; labels nearest,
@@ -35,8 +35,8 @@ from attack import Attack, AttackResult
 from engine.attacks import AttackSpec, build_from_spec
 from engine.precision import autocast
 from util.errors import UserError
-from util.inference import Inference, Tiling, cut_crops, pad_labels, stitch
-from util.rescale import long_side_size, resize_image, resize_labels, resize_maps
+from util.evaluation.inference import Inference, Tiling, cut_crops, pad_labels, stitch
+from util.evaluation.rescale import long_side_size, resize_image, resize_labels, resize_maps
 
 # on_iterate(step, logits (N,K,h,w), labels (N,h,w)): called with every judged iterate of an attacked batch (under
 # legacy, of each image of it), the logits and labels being those the protocol scores (for convergence curves)
@@ -78,7 +78,7 @@ class Prediction:
 
 
 def inference_settings(cfg) -> dict:
-    """The keyword arguments of util.inference.infer that the config's TEST section selects."""
+    """The keyword arguments of util.evaluation.inference.infer that the config's TEST section selects."""
     t = cfg.TEST
     return {"mode": t.mode, "crop": tuple(t.crop_size), "stride_rate": t.stride_rate, "mean": tuple(cfg.DATA.mean),
             "base_size": t.base_size}

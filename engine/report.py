@@ -7,10 +7,11 @@ side, the panels of the first TEST.vis images and RP-PGD's region strips. Every 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from util.classes import class_names
-from util.plots import miou_bars
-from util.results import per_class_table, report_table, write_json
+from util.data.datasets import class_names
+from util.outputs import write_json
+from util.visualisation.plots import miou_bars
 
 
 def threat_model(protocol: dict, attacks: dict, images: int, split: str) -> str:
@@ -95,3 +96,24 @@ def pictures_section(result_dir: Path, pictures: dict[str, list[Path]]) -> str:
         text += "\n## RP-PGD regions over the steps\n"
         text += "".join(f"\n![{p.stem}]({p.relative_to(result_dir).as_posix()})\n" for p in strips)
     return text
+
+
+def report_table(rows: list[dict[str, Any]]) -> str:
+    """Markdown table: one row per evaluation (name, eps, steps, mIoU, mAcc, aAcc), scores in %."""
+    lines = ["| attack | eps | steps | mIoU | mAcc | aAcc |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        eps = "-" if r.get("eps") is None else f"{r['eps']:.4f}"
+        steps = "-" if r.get("steps") is None else str(r["steps"])
+        lines.append(f"| {r['name']} | {eps} | {steps} | {100 * r['mIoU']:.2f} | {100 * r['mAcc']:.2f} | "
+                     f"{100 * r['aAcc']:.2f} |")
+    return "\n".join(lines)
+
+
+def per_class_table(names: list[str], columns: dict[str, list[float | None]]) -> str:
+    """Markdown table of per-class IoU in %, one column per evaluation (e.g. clean and worst case side by side);
+    '-' where a class occurs nowhere."""
+    lines = ["| class | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for c, name in enumerate(names):
+        cells = ["-" if iou[c] is None else f"{100 * iou[c]:.2f}" for iou in columns.values()]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from util.checkpoint import save_checkpoint
-from util.metrics import SegMetric
+from util.evaluation.metrics import SegMetric
 
 
 def file_digest(path: Path) -> str:

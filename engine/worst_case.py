@@ -18,11 +18,11 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from util.metrics import SegMetric, miou_from_counts, scores_from_counts
+from util.evaluation.metrics import SegMetric, miou_from_counts, scores_from_counts
 
 
 def dataset_miou(tp: torch.Tensor, gt: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
-    """util.metrics' mIoU rule, 0 instead of NaN for a dataset without any valid pixel (so choices compare)."""
+    """The metrics' mIoU rule, 0 instead of NaN for a dataset without any valid pixel (so choices compare)."""
     return miou_from_counts(tp, gt, pred).nan_to_num(0.0)
 
 
@@ -30,7 +30,7 @@ def worst_case_choice(counts: torch.Tensor, starts: Sequence[Sequence[int]] = ()
     """Greedy dataset-level worst case from per-image counts.
 
     counts: (A,N,3,K) for A attacks on the same N images: true positives, label pixels and predicted pixels per
-    class (util.metrics.SegMetric.per_image_counts). starts: further starting choices (an attack index per image).
+    class (SegMetric.per_image_counts). starts: further starting choices (an attack index per image).
     Returns (attack index per image, dataset mIoU as a fraction), at most the mIoU of every start.
     """
     c = torch.as_tensor(counts).double()
@@ -95,7 +95,7 @@ def sea_worst_case(counts: torch.Tensor, start: int = 0, seed: int = SEA_SEED, m
     once one lowers the mIoU by at most 1e-6, or after max_rounds. Counts are exact here; the reference sums
     float32 counts, which round above 2^24 pixels per class. (engine's own worst_case_choice goes on from this
     choice to a lower one where there is one.) Returns (run index per image, dataset mIoU as a fraction, by
-    util.metrics' rule).
+    util.evaluation.metrics' rule).
     """
     c = torch.as_tensor(counts).double()
     if c.dim() != 4 or c.shape[2] != 3:

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from util.config import load_config  # noqa: E402
-from util.demo_data import generate  # noqa: E402
+from util.data.demo_data import generate  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -12,7 +12,7 @@ import scipy.io
 import scipy.sparse
 from PIL import Image
 
-from util.classes import voc_palette
+from util.data.datasets import voc_palette
 
 H = 6  # label rows; the columns run through the dataset's values
 

@@ -1,4 +1,4 @@
-"""The published class tables (tests/data/*.tsv, transcribed from the official files) that util.classes must match."""
+"""The published class tables (tests/data/*.tsv, from the official files) that the dataset modules must match."""
 from __future__ import annotations
 
 from pathlib import Path

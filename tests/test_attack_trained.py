@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from attack import ATTACKS, build_attack
-from util.metrics import confusion_matrix, scores
+from util.evaluation.metrics import confusion_matrix, scores
 
 COUNTS = [50, 40, 30, 20, 10, 5, 1]
 

@@ -7,7 +7,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from util.class_counts import class_pixel_counts, count_pixels
+from util.data.class_counts import class_pixel_counts, count_pixels
 
 
 def test_counts_match_a_brute_force_count_and_are_cached(tiny_cfg, tiny_data):

@@ -1,21 +1,14 @@
-"""util.classes against the published tables: Cityscapes' label table, ADE20k's objectInfo150, VOC's devkit."""
+"""The dataset modules' class tables against the published ones: Cityscapes, ADE20k's objectInfo150, VOC's devkit."""
 from __future__ import annotations
 
 import numpy as np
 from published import VOC_DEVKIT_CLASSES, ade20k_table, cityscapes_table
 
-from util.classes import (
-    ADE20K_CLASSES,
-    ADE20K_COLOURS,
-    ADE20K_OFFICIAL_NAMES,
-    CITYSCAPES_CLASSES,
-    CITYSCAPES_LABELS,
-    DEMO_CLASSES,
-    VOC_CLASSES,
-    cityscapes_train_ids,
-    class_names,
-    palette,
-)
+from util.data.datasets import class_names, palette
+from util.data.datasets.ade20k import ADE20K_CLASSES, ADE20K_COLOURS, ADE20K_OFFICIAL_NAMES
+from util.data.datasets.cityscapes import CITYSCAPES_CLASSES, CITYSCAPES_LABELS, cityscapes_train_ids
+from util.data.datasets.voc2012 import VOC_CLASSES
+from util.data.demo_data import DEMO_CLASSES
 
 
 def test_cityscapes_label_table_is_the_official_one():

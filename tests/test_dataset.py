@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 from conftest import ROOT, write_yaml
-from util.dataset import SegDataset, ShardSampler, read_list
+from util.data.dataset import SegDataset, read_list
+from util.data.loader import ShardSampler
 from util.errors import UserError
 
 
@@ -70,10 +71,10 @@ def test_colour_label_is_rejected(data):
         SegDataset(data, "list/val.txt", num_classes=7)[1]
 
 
-def test_missing_data_root_names_the_key_and_the_readme(tmp_path):
-    with pytest.raises(UserError, match=r"DATA.data_root is not set.*README.md, section 'Datasets'"):
+def test_missing_data_root_names_the_key_and_the_docs(tmp_path):
+    with pytest.raises(UserError, match=r"DATA.data_root is not set.*docs/datasets.md"):
         read_list("", "list/train.txt")
-    with pytest.raises(UserError, match=r"DATA.data_root '.*absent' does not exist.*README"):
+    with pytest.raises(UserError, match=r"DATA.data_root '.*absent' does not exist.*docs/datasets.md"):
         read_list(tmp_path / "absent", "list/train.txt")
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from util.demo_data import generate, make_scene
+from util.data.demo_data import generate, make_scene
 from util.errors import UserError
 
 

@@ -17,7 +17,7 @@ from conftest import ROOT
 from engine.interrupts import StopRequests
 from engine.resume import ResumePoint, resume_point
 from util.checkpoint import save_checkpoint
-from util.dataset import ShardSampler
+from util.data.loader import ShardSampler
 from util.distributed import single_process
 from util.errors import EXIT_NON_FINITE, EXIT_STOPPED, EXIT_WRITE_FAILED, RunStopped, UserError
 

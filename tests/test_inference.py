@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from model import build_model
-from util.inference import infer, windows
+from util.evaluation.inference import infer, windows
 
 MEAN = (0.485, 0.456, 0.406)
 

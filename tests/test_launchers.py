@@ -74,6 +74,6 @@ def test_launcher_without_the_dataset_stops_at_once(launcher, tmp_path):
                           capture_output=True, text=True, timeout=300, env=env)
     dataset = launcher.split("/")[1]
     assert proc.returncode == 2, proc.stderr[-2000:]
-    assert f"data/{dataset}" in proc.stderr and "README.md, section 'Datasets'" in proc.stderr
+    assert f"data/{dataset}" in proc.stderr and "docs/datasets.md" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "exp").exists(), "nothing is written"

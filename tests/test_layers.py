@@ -78,8 +78,8 @@ def report(rule: str, bad: list[str]) -> str:
 def test_helpers_on_synthetic_sources():
     src = ("import os, torch.nn as nn\nfrom util.x import y\nfrom . import a\nfrom ..b import c\n"
            "def f():\n import numpy\n")
-    assert sorted(imports_of(src, Path("util/prepare/m.py"))) == [
-        (1, "os"), (1, "torch.nn"), (2, "util.x"), (3, "util.prepare"), (4, "util.b"), (6, "numpy")]
+    assert sorted(imports_of(src, Path("util/data/m.py"))) == [
+        (1, "os"), (1, "torch.nn"), (2, "util.x"), (3, "util.data"), (4, "util.b"), (6, "numpy")]
     ok = "sys.path.insert(0, str(Path(__file__).resolve().parents[1]))\n"
     assert sys_path_changes(ok, Path("tool_test/t.py")) == []
     assert len(sys_path_changes(ok, Path("tool_test/demo/t.py"))) == 1  # two folders deep: parents[2]

@@ -17,7 +17,7 @@ from attack import AttackResult, build_attack
 from engine.evaluation import evaluate
 from engine.protocols import PROTOCOLS, image_seed
 from util.distributed import single_process
-from util.rescale import long_side_size
+from util.evaluation.rescale import long_side_size
 
 MEAN = (0.485, 0.456, 0.406)
 K = 7

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from util.metrics import SegMetric, confusion_matrix, scores
+from util.evaluation.metrics import SegMetric, confusion_matrix, scores
 
 
 def brute_force(preds, labels, k, ignore=255):
@@ -69,7 +69,7 @@ def test_bad_label_value_raises():
 
 def test_miou_over_all_classes_as_the_released_scripts_print_it():
     """cal_acc of semseg/DDC-AT/the RP-PGD release: mean over all K classes of I/(U+1e-10), absent classes as 0."""
-    from util.metrics import SegMetric
+    from util.evaluation.metrics import SegMetric
     m = SegMetric(4)
     m.update(torch.tensor([[0, 0, 1], [1, 1, 0]]), torch.tensor([[0, 0, 1], [1, 0, 0]]), 0)  # classes 2, 3 absent
     s = m.summary()
@@ -81,7 +81,7 @@ def test_miou_over_all_classes_as_the_released_scripts_print_it():
 def test_batch_confusion_matrices_are_each_images_own():
     """One bincount for a batch (evaluation's path) gives each image's confusion matrix, ignored pixels left out;
     a label out of range is refused as for one image."""
-    from util.metrics import confusion_matrices
+    from util.evaluation.metrics import confusion_matrices
     g = torch.Generator().manual_seed(0)
     pred = torch.randint(0, 5, (3, 9, 7), generator=g)
     label = torch.randint(0, 5, (3, 9, 7), generator=g)

@@ -18,10 +18,10 @@ from engine.attacks import AttackSpec
 from engine.pictures import REGION_COLOURS, Panels, RegionHistory, panel, region_strip
 from engine.protocols import PROTOCOLS, image_seed
 from engine.report import write_results
-from util.classes import class_names, palette
 from util.config import load_config
-from util.plots import grouped_bars, miou_bars, step_curves
-from util.visualise import TILE, TITLE, colourise, fit, tile_size
+from util.data.datasets import class_names, palette
+from util.visualisation.plots import grouped_bars, miou_bars, step_curves
+from util.visualisation.tiles import TILE, TITLE, colourise, fit, tile_size
 
 K = 7
 NAMES = class_names("demo", K)
@@ -155,7 +155,7 @@ def test_plots_are_written_without_a_display(tmp_path):
     script = f"""
 import sys; sys.path.insert(0, {str(ROOT)!r})
 from pathlib import Path
-from util.plots import grouped_bars, miou_bars, step_curves
+from util.visualisation.plots import grouped_bars, miou_bars, step_curves
 out = Path({str(tmp_path)!r})
 miou_bars(["clean", "pgd"], [0.8, 0.4], out / "a.png", "t")
 grouped_bars(["clean", "pgd"], {{"m1": [0.8, 0.4], "m2": [0.7, None]}}, out / "b.png", "t")

@@ -1,4 +1,4 @@
-"""util.prepare on fake raw trees in each dataset's real layout: every converted value, the lists, the links,
+"""util.data.prepare on fake raw trees in each dataset's real layout: every converted value, the lists, the links,
 a second run, and the errors (missing or incomplete source, out-of-range label values) that leave no list."""
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from published import cityscapes_table
 
 from conftest import ROOT
 from model.resnet import DilatedResNet
-from util.dataset import SegDataset
+from util.data.dataset import SegDataset
+from util.data.prepare import prepare
 from util.errors import UserError
-from util.prepare import prepare
 
 
 def read(path: Path) -> np.ndarray:
@@ -175,7 +175,7 @@ def test_missing_source_and_destination_inside_source(tmp_path, voc_raw):
 
 
 def test_command_line_error_is_one_line_with_exit_2(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "util.prepare", "cityscapes", "--src", str(tmp_path / "raw"),
+    proc = subprocess.run([sys.executable, "-m", "util.data.prepare", "cityscapes", "--src", str(tmp_path / "raw"),
                            "--dst", str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("error: --src must hold Cityscapes' leftImg8bit/ and gtFine/ folders: folder")
@@ -183,7 +183,7 @@ def test_command_line_error_is_one_line_with_exit_2(tmp_path):
 
 def test_command_line_prepares_with_workers(tmp_path):
     src = fake_raw.fake_ade20k(tmp_path / "raw")
-    proc = subprocess.run([sys.executable, "-m", "util.prepare", "ade20k", "--src", str(src), "--dst",
+    proc = subprocess.run([sys.executable, "-m", "util.data.prepare", "ade20k", "--src", str(src), "--dst",
                            str(tmp_path / "ade20k"), "--workers", "2"], cwd=ROOT, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -201,7 +201,7 @@ def test_cityscapes_every_label_id_becomes_its_official_train_id(tmp_path):
     src = fake_raw.fake_cityscapes(tmp_path / "raw")
     dst = tmp_path / "cityscapes"
     prepare("cityscapes", src, dst)
-    expected = np.full(256, 255, np.uint8)  # from the published table, not util.classes
+    expected = np.full(256, 255, np.uint8)  # from the published table, not the dataset modules
     for row in cityscapes_table():
         if row["id"] >= 0 and 0 <= row["trainId"] < 255:
             expected[row["id"]] = row["trainId"]
@@ -313,7 +313,7 @@ def test_voc_launcher_trains_on_the_prepared_tree(tmp_path):
     release config (PSPNet-ResNet50 from an ImageNet-style file, RP-PGD++ AT, robust validation) with CPU-sized
     overrides only (batch 4 on small crops): one iteration."""
     voc, sbd = fake_raw.fake_voc(tmp_path / "raw", h=40, repeat=3)
-    proc = subprocess.run([sys.executable, "-m", "util.prepare", "voc2012", "--src", str(voc), "--sbd", str(sbd),
+    proc = subprocess.run([sys.executable, "-m", "util.data.prepare", "voc2012", "--src", str(voc), "--sbd", str(sbd),
                            "--dst", str(tmp_path / "voc2012"), "--workers", "1"], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

@@ -14,8 +14,8 @@ from engine.evaluation import evaluate
 from engine.protocols import PROTOCOLS, Protocol, build_protocol, center_crop
 from util.distributed import single_process
 from util.errors import UserError
-from util.inference import Inference, cut_crops, slide_logits, windows
-from util.metrics import confusion_matrix
+from util.evaluation.inference import Inference, cut_crops, slide_logits, windows
+from util.evaluation.metrics import confusion_matrix
 
 MEAN = (0.485, 0.456, 0.406)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from util.transform import TrainTransform
+from util.data.transform import TrainTransform
 
 COLOURS = np.array([[200, 30, 30], [30, 200, 30], [30, 30, 200], [200, 200, 30]], np.uint8)
 MEAN = (124.0, 116.0, 104.0)

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from engine.worst_case import sea_summary, sea_worst_case, worst_case_choice, worst_case_miou, worst_case_summary
-from util.metrics import SegMetric, scores, scores_from_counts
+from util.evaluation.metrics import SegMetric, scores, scores_from_counts
 
 
 def miou_of(cms: torch.Tensor, choice) -> float:
-    """Dataset mIoU (util.metrics.scores) when image i takes attack choice[i]; cms (A,N,K,K)."""
+    """Dataset mIoU (util.evaluation.metrics.scores) when image i takes attack choice[i]; cms (A,N,K,K)."""
     total = sum(cms[a, i] for i, a in enumerate(choice))
     return scores(total)["mIoU"]
 

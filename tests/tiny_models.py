@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attack import AttackResult
-from util.dataset import SegDataset
+from util.data.dataset import SegDataset
 
 
 class TinySeg(nn.Module):

@@ -49,7 +49,8 @@ from engine.protocols import build_protocol
 from engine.training import build_optimizer, build_scheduler, train_step
 from model import build_model
 from util.config import load_config
-from util.dataset import build_dataset, make_loader
+from util.data.dataset import build_dataset
+from util.data.loader import make_loader
 from util.errors import UserError, run_cli
 from util.peak_memory import MIB, CudaPeak, RssPeak
 

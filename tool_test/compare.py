@@ -19,12 +19,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from util.errors import UserError, run_cli
-from util.plots import grouped_bars
-from util.results import write_json
+from util.outputs import write_json
+from util.visualisation.plots import grouped_bars
 
 
 def newest_result(run: Path, name: str) -> Path:
-    """run/result/<name> or <name>_N with the highest N (util.results.new_result_dir numbering)."""
+    """run/result/<name> or <name>_N with the highest N (util.outputs.new_result_dir numbering)."""
     found = []
     for folder in (run / "result").glob(f"{name}*"):
         m = re.fullmatch(re.escape(name) + r"(?:_(\d+))?", folder.name)

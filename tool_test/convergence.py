@@ -38,14 +38,14 @@ from engine.protocols import build_protocol
 from engine.trained_model import load_trained_model
 from engine.worst_case import sea_summary
 from util.config import load_config, run_dir, save_config
-from util.dataset import build_dataset, make_loader
-from util.demo_data import ensure_demo_data
+from util.data.dataset import build_dataset, prepare_on_first_use
+from util.data.loader import make_loader
 from util.distributed import single_process
 from util.errors import UserError, run_cli
+from util.evaluation.metrics import confusion_matrix, scores
 from util.logger import make_logger
-from util.metrics import confusion_matrix, scores
-from util.plots import step_curves
-from util.results import new_result_dir, write_json
+from util.outputs import new_result_dir, write_json
+from util.visualisation.plots import step_curves
 
 
 @dataclass
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     env = single_process()
     trained = load_trained_model(cfg, env.device)
     logger = make_logger("convergence", None)
-    ensure_demo_data(cfg, logger)
+    prepare_on_first_use(cfg, logger)
     dataset = build_dataset(cfg, "val", train=False)
     dataset = Subset(dataset, range(min(args.images, len(dataset))))
     loader = make_loader(dataset, cfg.TEST.batch_size, cfg.TEST.workers, env.rank, env.world, train=False)

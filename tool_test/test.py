@@ -33,16 +33,16 @@ from engine.result_store import ShardStore, file_digest, settings_digest
 from engine.sanity import attack_above_clean_warnings
 from engine.trained_model import load_trained_model
 from engine.worst_case import sea_summary, worst_case_summary
-from util.classes import class_names, palette
 from util.config import config_from_cli, run_dir
-from util.dataset import build_dataset, make_loader
-from util.demo_data import ensure_demo_data
+from util.data.dataset import build_dataset, prepare_on_first_use
+from util.data.datasets import class_names, palette
+from util.data.loader import make_loader
 from util.distributed import all_gather_objects, barrier, cleanup, init_distributed
 from util.errors import run_cli
+from util.evaluation.metrics import SegMetric
 from util.logger import make_logger
-from util.metrics import SegMetric
-from util.results import new_result_dir, save_colour_label
-from util.visualise import save_png
+from util.outputs import new_result_dir
+from util.visualisation.tiles import save_colour_label, save_png
 
 PER_IMAGE_RULE = ("per image the run with the lowest pixel accuracy: the adversarial images that pictures and "
                   "the per-image scores show")
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     out_dir = run_dir(cfg)
     logger = make_logger("test", None, enabled=env.is_main)
     if env.is_main:
-        ensure_demo_data(cfg, logger)
+        prepare_on_first_use(cfg, logger)
     barrier(env)
     dataset = build_dataset(cfg, cfg.TEST.split, train=False)  # a missing dataset stops before anything else
     check_amp(cfg.ATTACK.amp, env.device, "ATTACK.amp")

@@ -45,10 +45,10 @@ from engine.training import (
 )
 from model import build_model
 from util.checkpoint import load_checkpoint, load_model_state
-from util.classes import class_names, palette
 from util.config import config_from_cli, run_dir, save_config
-from util.dataset import build_dataset, make_loader
-from util.demo_data import ensure_demo_data
+from util.data.dataset import build_dataset, prepare_on_first_use
+from util.data.datasets import class_names, palette
+from util.data.loader import make_loader
 from util.distributed import DistEnv, all_reduce_sum, barrier, cleanup, init_distributed, use_sync_bn, wrap_ddp
 from util.errors import EXIT_NON_FINITE, EXIT_STOPPED, RunStopped, UserError, run_cli
 from util.logger import make_logger
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     per_process = per_process_batch(t.batch_size, env.world)
     # Check the data before anything is written to the run folder.
     if env.is_main:
-        ensure_demo_data(cfg, make_logger("train", None))
+        prepare_on_first_use(cfg, make_logger("train", None))
     barrier(env)
     train_set = build_dataset(cfg, "train", train=True)
     val_set = build_dataset(cfg, "val", train=False)

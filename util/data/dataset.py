@@ -1,4 +1,4 @@
-"""The list-file dataset (DESIGN.md, Data) and the loaders built on it.
+"""The list-file dataset (docs/design.md, Data): one sample per line of a list file.
 
 A list file holds one "image label" pair per line, relative to DATA.data_root. Images are read with
 cv2 as RGB; labels with PIL, so 8-bit grey PNGs and palette PNGs both give class ids. A sample is
@@ -8,18 +8,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset
 
+from util.data.datasets import DATASETS
+from util.data.label_png import bad_values, read_label_png
+from util.data.transform import TrainTransform
 from util.errors import UserError
-from util.label_png import bad_values, read_label_png
-from util.transform import TrainTransform
 
-README_DATASETS = "README.md, section 'Datasets'"
+README_DATASETS = "docs/datasets.md"
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ def read_list(data_root: str | Path, list_file: str | Path) -> list[Entry]:
     root = Path(data_root)
     if not root.is_dir():
         raise UserError(f"DATA.data_root '{root}' does not exist: prepare the dataset there with "
-                        f"`python -m util.prepare` or point DATA.data_root at it (see {README_DATASETS})")
+                        f"`python -m util.data.prepare` or point DATA.data_root at it (see {README_DATASETS})")
     path = root / list_file
     if not path.is_file():
         raise UserError(f"list file '{path}' does not exist (DATA.train_list/val_list; see {README_DATASETS})")
@@ -113,61 +114,6 @@ class SegDataset(Dataset):
         return image_t, torch.from_numpy(label.astype(np.int64)), index
 
 
-class ShardSampler(Sampler[int]):
-    """Training: every `world`-th index starting at `rank` of an order shuffled per epoch from (seed, epoch), so
-    with a global batch of B = world x per-process batch, iteration i trains on the images order[i*B:(i+1)*B] of
-    one order that depends on (seed, epoch) only, whatever the processes and machines. Evaluation: a contiguous
-    block of the dataset per process.
-
-    Unlike DistributedSampler it never repeats samples, so evaluation counts each image exactly once;
-    training drops the remainder so every process runs the same number of iterations.
-    """
-
-    def __init__(self, size: int, rank: int, world: int, shuffle: bool, seed: int = 0, drop_last: bool = False):
-        self.size, self.rank, self.world = size, rank, world
-        self.shuffle, self.seed, self.drop_last, self.epoch, self.skip = shuffle, seed, drop_last, 0, 0
-
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        """The epoch whose order to give, leaving out the first `skip` indices of this shard (a resumed epoch)."""
-        self.epoch, self.skip = epoch, skip
-
-    def _indices(self) -> list[int]:
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
-            order = torch.randperm(self.size, generator=g).tolist()
-        else:
-            order = list(range(self.size))
-        if self.drop_last:
-            order = order[: self.size // self.world * self.world]
-        if not self.shuffle:  # evaluation: a contiguous block per process, sizes differing by at most one
-            share, extra = divmod(self.size, self.world)
-            start = self.rank * share + min(self.rank, extra)
-            return order[start:start + share + (self.rank < extra)][self.skip:]
-        return order[self.rank:: self.world][self.skip:]
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self._indices())
-
-    def __len__(self) -> int:
-        return len(self._indices())
-
-
-def make_loader(dataset: SegDataset, batch_size: int, workers: int, rank: int, world: int, train: bool,
-                seed: int = 0, pin_memory: bool = False) -> DataLoader:
-    """A DataLoader over this process's shard; training shuffles and drops incomplete batches."""
-    sampler = ShardSampler(len(dataset), rank, world, shuffle=train, seed=seed, drop_last=train)
-    return DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, pin_memory=pin_memory,
-        drop_last=train, collate_fn=None if train else collate_list, persistent_workers=False,
-    )
-
-
-def collate_list(batch):
-    """Evaluation batches keep images of different sizes apart: (list of images, list of labels, indices)."""
-    images, labels, indices = zip(*batch)
-    return list(images), list(labels), list(indices)
-
-
 def build_dataset(cfg, split: str, train: bool) -> SegDataset:
     """The dataset of DATA.train_list (split "train") or DATA.val_list ("val"), augmented when `train`."""
     d, t = cfg.DATA, cfg.TRAIN
@@ -180,3 +126,10 @@ def build_dataset(cfg, split: str, train: bool) -> SegDataset:
             mean_colour=tuple(255 * m for m in d.mean), ignore_index=d.ignore_index,
         )
     return SegDataset(d.data_root, list_file, d.classes, d.ignore_index, transform, seed=cfg.EXP.seed)
+
+
+def prepare_on_first_use(cfg, logger) -> None:
+    """What DATA.name's dataset does before a run first reads it (the demo: generate itself); call on one process."""
+    info = DATASETS.get(cfg.DATA.name)
+    if info.on_first_use is not None:
+        info.on_first_use(cfg, logger)

@@ -1,83 +1,24 @@
-"""Class names, label tables and colour palettes of every dataset (demo, voc2012, cityscapes, ade20k).
+"""ADE20k (SceneParsing, ADEChallengeData2016): 150 classes with reduce-zero-label. Class names are the first
+synonym of objectInfo150's official ones, in index order; colours are the SceneParsing toolkit's.
 
-One module serves dataset preparation (util.prepare: Cityscapes label ids -> train ids), training and testing
-(per-class reports) and pictures (palettes). The tables follow the official definitions:
-- Pascal VOC 2012: the 20 object classes of the devkit (VOCinit.m) after background; VOC's bit-interleaved
-  colour map, 255 (void) drawn in its cream colour.
-- Cityscapes: the label table of cityscapesScripts (helpers/labels.py): 34 label ids plus 'license plate'
-  (id -1), 19 of them trained (train ids 0-18), the rest ignored (255).
-- ADE20k (SceneParsing / ADEChallengeData2016): the 150 classes of objectInfo150 in index order, after
-  reduce-zero-label (file value k is class k-1); the short name is the first synonym of the official one.
+Raw tree (--src ADEChallengeData2016):
+    images/{training,validation}/ADE_{train,val}_<n>.jpg
+    annotations/{training,validation}/ADE_{train,val}_<n>.png     (0 'other', 1-150 the classes)
+Prepared tree:
+    images/<split>/*.jpg                 links
+    annotations/<split>/*.png            0 -> 255 (ignored), k -> k-1 (classes 0-149)
+    list/training.txt (20,210), list/validation.txt (2,000)
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-DEMO_CLASSES = ("background", "disc", "square", "triangle", "ring", "star", "cross")
-
-VOC_CLASSES = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
-)
-
-
-@dataclass(frozen=True)
-class CityscapesLabel:
-    """One row of the official Cityscapes label table."""
-    name: str
-    id: int  # value in the *_gtFine_labelIds.png files (-1: never drawn)
-    train_id: int  # 255 (or -1): ignored in training and evaluation
-    category: str
-    category_id: int
-    has_instances: bool
-    ignore_in_eval: bool
-    color: tuple[int, int, int]
-
-
-_L = CityscapesLabel
-CITYSCAPES_LABELS = (
-    _L("unlabeled", 0, 255, "void", 0, False, True, (0, 0, 0)),
-    _L("ego vehicle", 1, 255, "void", 0, False, True, (0, 0, 0)),
-    _L("rectification border", 2, 255, "void", 0, False, True, (0, 0, 0)),
-    _L("out of roi", 3, 255, "void", 0, False, True, (0, 0, 0)),
-    _L("static", 4, 255, "void", 0, False, True, (0, 0, 0)),
-    _L("dynamic", 5, 255, "void", 0, False, True, (111, 74, 0)),
-    _L("ground", 6, 255, "void", 0, False, True, (81, 0, 81)),
-    _L("road", 7, 0, "flat", 1, False, False, (128, 64, 128)),
-    _L("sidewalk", 8, 1, "flat", 1, False, False, (244, 35, 232)),
-    _L("parking", 9, 255, "flat", 1, False, True, (250, 170, 160)),
-    _L("rail track", 10, 255, "flat", 1, False, True, (230, 150, 140)),
-    _L("building", 11, 2, "construction", 2, False, False, (70, 70, 70)),
-    _L("wall", 12, 3, "construction", 2, False, False, (102, 102, 156)),
-    _L("fence", 13, 4, "construction", 2, False, False, (190, 153, 153)),
-    _L("guard rail", 14, 255, "construction", 2, False, True, (180, 165, 180)),
-    _L("bridge", 15, 255, "construction", 2, False, True, (150, 100, 100)),
-    _L("tunnel", 16, 255, "construction", 2, False, True, (150, 120, 90)),
-    _L("pole", 17, 5, "object", 3, False, False, (153, 153, 153)),
-    _L("polegroup", 18, 255, "object", 3, False, True, (153, 153, 153)),
-    _L("traffic light", 19, 6, "object", 3, False, False, (250, 170, 30)),
-    _L("traffic sign", 20, 7, "object", 3, False, False, (220, 220, 0)),
-    _L("vegetation", 21, 8, "nature", 4, False, False, (107, 142, 35)),
-    _L("terrain", 22, 9, "nature", 4, False, False, (152, 251, 152)),
-    _L("sky", 23, 10, "sky", 5, False, False, (70, 130, 180)),
-    _L("person", 24, 11, "human", 6, True, False, (220, 20, 60)),
-    _L("rider", 25, 12, "human", 6, True, False, (255, 0, 0)),
-    _L("car", 26, 13, "vehicle", 7, True, False, (0, 0, 142)),
-    _L("truck", 27, 14, "vehicle", 7, True, False, (0, 0, 70)),
-    _L("bus", 28, 15, "vehicle", 7, True, False, (0, 60, 100)),
-    _L("caravan", 29, 255, "vehicle", 7, True, True, (0, 0, 90)),
-    _L("trailer", 30, 255, "vehicle", 7, True, True, (0, 0, 110)),
-    _L("train", 31, 16, "vehicle", 7, True, False, (0, 80, 100)),
-    _L("motorcycle", 32, 17, "vehicle", 7, True, False, (0, 0, 230)),
-    _L("bicycle", 33, 18, "vehicle", 7, True, False, (119, 11, 32)),
-    _L("license plate", -1, -1, "vehicle", 7, False, True, (0, 0, 142)),
-)
-del _L
-
-CITYSCAPES_CLASSES = tuple(lab.name for lab in sorted(
-    (lab for lab in CITYSCAPES_LABELS if 0 <= lab.train_id < 255), key=lambda lab: lab.train_id))
+from util.data.datasets.base import DATASETS, DatasetInfo, voc_palette
+from util.data.label_png import read_label_png
+from util.data.preparation import Item, Plan, check_root, check_values, require_dir
+from util.errors import UserError
 
 # objectInfo150 "Name" column, index 1-150 (class 0-149 after reduce-zero-label).
 ADE20K_OFFICIAL_NAMES = (
@@ -149,53 +90,54 @@ ADE20K_COLOURS = (
     (25, 194, 194), (102, 255, 0), (92, 0, 255),
 )
 
-CLASSES = {"demo": DEMO_CLASSES, "voc2012": VOC_CLASSES, "cityscapes": CITYSCAPES_CLASSES, "ade20k": ADE20K_CLASSES}
 
-
-def voc_palette(n: int = 256) -> np.ndarray:
-    """Pascal VOC's colour map: (n, 3) uint8, class id -> RGB (bit interleaving of the id)."""
-    palette = np.zeros((n, 3), dtype=np.uint8)
-    for i in range(n):
-        c, r, g, b = i, 0, 0, 0
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        palette[i] = (r, g, b)
-    return palette
-
-
-def cityscapes_train_ids() -> np.ndarray:
-    """(256,) uint8 lookup table: Cityscapes label id -> train id; 255 for ignored labels and unused values."""
-    table = np.full(256, 255, dtype=np.uint8)
-    for lab in CITYSCAPES_LABELS:
-        if lab.id >= 0:
-            table[lab.id] = lab.train_id if 0 <= lab.train_id < 255 else 255
-    return table
-
-
-def class_names(dataset: str, num_classes: int) -> list[str]:
-    """Names of a dataset's classes; numbered names for another dataset or another number of classes."""
-    table = CLASSES.get(dataset)
-    if table is not None and len(table) == num_classes:
-        return list(table)
-    return [f"class_{i}" for i in range(num_classes)]
-
-
-def palette(dataset: str) -> np.ndarray:
-    """(256, 3) uint8 colours for label pictures of `dataset`: its official colours by train id.
-
-    voc2012 and demo (VOC layout) use VOC's colour map; cityscapes and ade20k their class colours with
-    ignore (255) black. Ids without a colour of their own (and unknown datasets) follow VOC's colour map.
-    """
+def ade20k_palette() -> np.ndarray:
+    """The 150 class colours by train id, ignore (255) black; VOC's colour map for the unused ids."""
     colours = voc_palette(256)
-    if dataset == "cityscapes":
-        colours[255] = 0
-        for lab in CITYSCAPES_LABELS:
-            if 0 <= lab.train_id < 255:
-                colours[lab.train_id] = lab.color
-    elif dataset == "ade20k":
-        colours[255] = 0
-        colours[: len(ADE20K_COLOURS)] = ADE20K_COLOURS
+    colours[255] = 0
+    colours[: len(ADE20K_COLOURS)] = ADE20K_COLOURS
     return colours
+
+NUM_CLASSES = len(ADE20K_CLASSES)
+OFFICIAL = {"list/training.txt": 20210, "list/validation.txt": 2000}
+
+
+def read_ade20k_label(path: Path) -> np.ndarray:
+    """An annotation PNG after reduce-zero-label: 0 -> 255, k -> k-1."""
+    values = read_label_png(path)
+    check_values(values, NUM_CLASSES + 1, path, f"the ADE20k values 0-{NUM_CLASSES} (0 'other', 1-{NUM_CLASSES} the "
+                 "classes)", ignore_index=None)
+    return np.where(values == 0, 255, values.astype(np.int16) - 1).astype(np.uint8)
+
+
+def plan(src: Path, sbd: Path | None = None) -> Plan:
+    """Check the raw tree and list what to prepare (nothing is written here)."""
+    if sbd is not None:
+        raise UserError("--sbd belongs to voc2012, not ade20k")
+    what = "--src must be ADEChallengeData2016 (with images/ and annotations/)"
+    require_dir(src, what)
+    check_root(src, "images", "ADEChallengeData2016", "--src")
+    out = Plan(official=OFFICIAL)
+    for split in ("training", "validation"):
+        images_dir = require_dir(src / "images" / split, what)
+        labels_dir = require_dir(src / "annotations" / split, what)
+        keys = []
+        for label in sorted(labels_dir.glob("*.png")):
+            image = images_dir / f"{label.stem}.jpg"
+            if not image.is_file():
+                raise UserError(f"label '{label}' has no image: '{image}' does not exist")
+            key = f"{split}/{label.stem}"
+            out.items[key] = Item(image, f"images/{key}.jpg", label, f"annotations/{key}.png", read_ade20k_label)
+            keys.append(key)
+        for image in sorted(images_dir.glob("*.jpg")):
+            if not (labels_dir / f"{image.stem}.png").is_file():
+                raise UserError(f"image '{image}' has no label: '{labels_dir / f'{image.stem}.png'}' does not exist")
+        if not keys:
+            raise UserError(f"no annotation PNGs in '{labels_dir}' ({what})")
+        out.lists[f"list/{split}.txt"] = keys
+    return out
+
+
+DATASETS.register("ade20k", DatasetInfo(
+    name="ade20k", classes=ADE20K_CLASSES, palette=ade20k_palette(), plan=plan,
+    lists={"train": "list/training.txt", "val": "list/validation.txt"}, crop_size=465, base_size=512))

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from util.dataset import read_label, read_list
+from util.data.dataset import read_label, read_list
 
 
 def count_pixels(data_root: str | Path, list_file: str | Path, num_classes: int, ignore_index: int = 255

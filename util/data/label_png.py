@@ -1,5 +1,6 @@
-"""Label PNGs: reading the 8-bit class ids of a label file and finding values outside a range. One
-implementation behind the datasets (util.dataset) and their preparation (util.prepare)."""
+"""Label PNGs: reading the 8-bit class ids of a label file, finding values outside a range, and VOC's colour map
+(the palette of VOC-style label PNGs). One implementation behind the datasets (util.data.dataset) and their
+preparation (util.data.preparation)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,3 +33,17 @@ def bad_values(label: np.ndarray, num_classes: int, ignore_index: int | None = 2
     if ignore_index is not None:
         bad &= label != ignore_index
     return np.unique(label[bad]).tolist()
+
+
+def voc_palette(n: int = 256) -> np.ndarray:
+    """Pascal VOC's colour map: (n, 3) uint8, class id -> RGB (bit interleaving of the id)."""
+    palette = np.zeros((n, 3), dtype=np.uint8)
+    for i in range(n):
+        c, r, g, b = i, 0, 0, 0
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        palette[i] = (r, g, b)
+    return palette

@@ -10,7 +10,7 @@ outlines carry a one-pixel void border (255). The output is deterministic for a 
     <root>/class_names.txt                  one class name per line
     <root>/.complete                        written last: the dataset is whole
 
-Command line: python -m util.demo_data --dst data/demo [--train 800 --val 100 --size 96 --seed 0]
+Command line: python -m util.data.demo_data --dst data/demo [--train 800 --val 100 --size 96 --seed 0]
 """
 from __future__ import annotations
 
@@ -24,8 +24,10 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from util.classes import DEMO_CLASSES, voc_palette
+from util.data.label_png import voc_palette
 from util.errors import UserError
+
+DEMO_CLASSES = ("background", "disc", "square", "triangle", "ring", "star", "cross")
 
 # Per object class: base colour (RGB) and texture. Colours are jittered per object.
 OBJECTS = {
@@ -167,8 +169,8 @@ def generate(root: str | Path, train: int = 800, val: int = 100, size: int = 96,
 
 
 def ensure_demo_data(cfg, logger) -> None:
-    """For DATA.name "demo": generate the dataset at DATA.data_root on first use (call on one process)."""
-    if cfg.DATA.name != "demo" or is_complete(cfg.DATA.data_root):
+    """Generate the demo dataset at DATA.data_root on first use (call on one process)."""
+    if is_complete(cfg.DATA.data_root):
         return
     if not cfg.DATA.data_root:
         raise UserError("DATA.data_root is not set: the demo dataset needs a folder to be generated in")

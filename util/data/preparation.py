@@ -19,8 +19,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from util.data.label_png import bad_values
 from util.errors import UserError
-from util.label_png import bad_values
 
 # A label reader: source file -> (H, W) uint8 train ids (ignore 255); raises UserError naming the file.
 LabelReader = Callable[[Path], np.ndarray]

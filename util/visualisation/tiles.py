@@ -11,6 +11,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 import torch
+from PIL import Image
 
 TITLE = 20            # height of a tile's title bar (px)
 TILE = 256            # long side of a tile (px)
@@ -120,3 +121,10 @@ def save_png(picture: np.ndarray, path: Path) -> Path:
     if not cv2.imwrite(str(path), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)):
         raise OSError(f"could not write {path}")
     return path
+
+
+def save_colour_label(label: np.ndarray, palette: np.ndarray, path: Path) -> None:
+    """A (H,W) label or prediction as a palette PNG (class ids keep their values)."""
+    png = Image.fromarray(label.astype(np.uint8), mode="P")
+    png.putpalette(palette.reshape(-1).tolist())
+    png.save(path)

@@ -1,4 +1,5 @@
-"""Pascal VOC 2012 with the SBD augmentation (the 10,582-image `train_aug` set).
+"""Pascal VOC 2012 with the SBD augmentation (the 10,582-image `train_aug` set): 21 classes (background and the
+devkit's 20), VOC's bit-interleaved colour map (255, the void border, in its cream colour), and the preparation.
 
 Raw trees:
     --src VOCdevkit/VOC2012:            JPEGImages/<id>.jpg, SegmentationClass/<id>.png (palette PNGs, 0-20 and
@@ -19,10 +20,16 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-from util.classes import VOC_CLASSES
+from util.data.datasets.base import DATASETS, DatasetInfo, voc_palette
+from util.data.label_png import read_label_png
+from util.data.preparation import Item, Plan, check_root, check_values, read_ids, require_dir, require_file
 from util.errors import UserError
-from util.label_png import read_label_png
-from util.prepare.common import Item, Plan, check_root, check_values, read_ids, require_dir, require_file
+
+# background and the 20 object classes of the devkit (VOCinit.m)
+VOC_CLASSES = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)
 
 NUM_CLASSES = len(VOC_CLASSES)
 OFFICIAL = {"list/train.txt": 1464, "list/val.txt": 1449, "list/train_aug.txt": 10582}
@@ -101,3 +108,8 @@ def plan(src: Path, sbd: Path | None) -> Plan:
             train_aug.add(name)
     out.lists["list/train_aug.txt"] = sorted(train_aug)
     return out
+
+
+DATASETS.register("voc2012", DatasetInfo(
+    name="voc2012", classes=VOC_CLASSES, palette=voc_palette(256), plan=plan,
+    lists={"train": "list/train_aug.txt", "val": "list/val.txt"}, crop_size=473, base_size=512))
