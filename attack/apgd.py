@@ -96,6 +96,11 @@ class APGD(Attack):
     def objective(self, out, labels: torch.Tensor, step: int, state: dict) -> torch.Tensor:
         return self.per_image(self.loss, self.logits_of(out), labels)
 
+    def expected_passes(self) -> tuple[int, int]:
+        """APGD judges its start point and each step, the last iterate without a gradient: steps + 1 forward passes,
+        steps backward."""
+        return self.steps + 1, self.steps
+
     def step_extras(self, state: dict) -> dict:
         """The mean step size that produced the iterate, the stage (SEA's loss and radius) it belongs to and its
         tracked loss."""
@@ -120,7 +125,7 @@ class APGD(Attack):
             """Attack loss, its gradient (None at the last iterate, which needs none), tracked loss and pixel
             accuracy of iterate k."""
             if k < steps:  # the losses ignore the step index; k + 1 makes the label check run on the first pass
-                loss, grad, logits = self.loss_and_grad(x, labels, k + 1, state)
+                loss, grad, logits = self.loss_and_grad(x, labels, k + 1, state, records)
             else:
                 (loss, logits), grad = self.evaluate(x, labels, k + 1, state), None
             state["track"] = self.per_image(self.track_loss, logits, labels)

@@ -53,11 +53,25 @@ class NonFiniteError(RuntimeError):
 
 
 class Recorder(list):
-    """The StepRecords of a run, and an optional callback on_iterate(step, logits (N,K,H,W)) per judged iterate."""
+    """What one call of an attack records: the StepRecords of the run, an optional callback on_iterate(step, logits
+    (N,K,H,W)) per judged iterate, and per image (N,) whether a loss or input gradient turned non-finite
+    ("non_finite") and whether a non-zero input gradient was seen ("gradient_seen"). A Recorder belongs to one call,
+    so the attack object itself keeps nothing of a call and can serve several, even nested ones."""
 
-    def __init__(self, on_iterate: Callable[[int, torch.Tensor], None] | None = None, active: bool = True) -> None:
+    def __init__(self, on_iterate: Callable[[int, torch.Tensor], None] | None = None, active: bool = True,
+                 images: int = 0, device: torch.device | str = "cpu") -> None:
         super().__init__()
         self.on_iterate, self.active = on_iterate, active or on_iterate is not None
+        self.checks = {"non_finite": torch.zeros(images, dtype=torch.bool, device=device),
+                       "gradient_seen": torch.zeros(images, dtype=torch.bool, device=device)}
+
+    def note_gradient(self, loss: torch.Tensor, grad: torch.Tensor) -> None:
+        """Note, per image, a non-finite loss or gradient and whether the gradient was non-zero (read once, at the
+        end of the call: nothing here waits for a GPU)."""
+        n = grad.shape[0]
+        finite = torch.isfinite(grad).flatten(1).all(1) & torch.isfinite(loss.detach()).expand(n)
+        self.checks["non_finite"] |= ~finite
+        self.checks["gradient_seen"] |= grad.flatten(1).abs().amax(1) > 0
 
 
 def check_choice(name: str, value: Any, choices: tuple) -> None:
@@ -151,8 +165,6 @@ class Attack:
         self.eps, self.alpha, self.steps = float(eps), (None if alpha is None else float(alpha)), steps
         self.random_start, self.norm, self.seed = bool(random_start), norm, seed
         self.ignore_index, self.best = int(ignore_index), bool(best)
-        # per image, during run(): "non_finite" loss or gradient seen, "gradient_seen" a non-zero input gradient
-        self._checks: dict[str, torch.Tensor] | None = None
 
     # ---- description -------------------------------------------------------------------------------------
     # constructor parameters that the registry name already fixes (APGD's loss): in repr(), not in params()
@@ -201,10 +213,7 @@ class Attack:
                 raise ValueError(f"seeds must hold one int per image: {len(seeds)} for {images.shape[0]} images")
         modes = [(m, m.training) for m in self.model.modules()]
         self.model.eval()
-        records = Recorder(on_iterate, active=trace)
-        n = images.shape[0]
-        self._checks = {"non_finite": torch.zeros(n, dtype=torch.bool, device=images.device),
-                        "gradient_seen": torch.zeros(n, dtype=torch.bool, device=images.device)}
+        records = Recorder(on_iterate, active=trace, images=images.shape[0], device=images.device)
         try:
             with torch.enable_grad():
                 result = self._attack(images.detach(), labels.detach(), records,
@@ -212,7 +221,7 @@ class Attack:
         finally:
             for m, training in modes:
                 m.training = training
-        checks, self._checks = self._checks, None
+        checks = records.checks
         if bool(checks["non_finite"].any()):  # one check per call, after the loop
             bad = checks["non_finite"].nonzero().flatten().tolist()
             raise NonFiniteError(f"{self.name}: the loss or its input gradient turned non-finite for image(s) {bad} "
@@ -240,6 +249,18 @@ class Attack:
         """Names of the separate runs whose adversarial images AttackResult.extras["runs"] holds (SEA's losses):
         none here."""
         return []
+
+    def expected_passes(self) -> tuple[int, int]:
+        """(forward, backward) passes through the model that one untraced call needs by the attack's definition: a
+        step of the PGD family is one forward and one backward; with `best` the last iterate is judged too (one
+        more forward)."""
+        return self.steps + (1 if self.best else 0), self.steps
+
+    def region_history(self) -> Callable[[int, torch.Tensor, torch.Tensor], None] | None:
+        """For an attack that keeps region maps over its steps (RP-PGD), a fresh recorder of them: called as
+        on_iterate(step, logits (N,K,H,W), labels (N,H,W)) with every judged iterate, it rebuilds the maps with the
+        attack's own rules (attack.regions.RegionHistory). None for attacks without regions."""
+        return None
 
     def objective(self, out: Any, labels: torch.Tensor, step: int, state: dict) -> torch.Tensor:
         """The loss maximised at step `step` (1-based): (N,) per image or a scalar for the batch."""
@@ -293,9 +314,10 @@ class Attack:
             raise ValueError(f"{self.name} needs model(x, return_dict=True) to return a dict with 'feat'")
         return out
 
-    def loss_and_grad(self, x: torch.Tensor, labels: torch.Tensor, step: int, state: dict
+    def loss_and_grad(self, x: torch.Tensor, labels: torch.Tensor, step: int, state: dict, records: Recorder
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Objective (N,) or scalar (detached), its gradient w.r.t. x, and the logits (detached)."""
+        """Objective (N,) or scalar (detached), its gradient w.r.t. x, and the logits (detached); the call's
+        `records` notes non-finite values and zero gradients per image."""
         x = x.detach().requires_grad_(True)
         out = self.forward(x)
         if step == 1:
@@ -306,10 +328,7 @@ class Attack:
             grad = torch.autograd.grad(loss.sum(), x, allow_unused=True)[0]
         if grad is None:  # a loss without any path to x (e.g. every pixel ignored) has zero gradient
             grad = torch.zeros_like(x)
-        if self._checks is not None:  # noted per image, checked once at the end of run()
-            finite = torch.isfinite(grad).flatten(1).all(1) & torch.isfinite(loss.detach()).expand(x.shape[0])
-            self._checks["non_finite"] |= ~finite
-            self._checks["gradient_seen"] |= grad.flatten(1).abs().amax(1) > 0
+        records.note_gradient(loss, grad)  # checked once, at the end of run()
         return loss.detach(), grad, self.logits_of(out).detach()
 
     @torch.no_grad()
@@ -361,7 +380,7 @@ class Attack:
         x = self.start(x_nat, random())
         best_x, best_score = x.clone(), None
         for t in range(1, self.steps + 1):
-            loss, grad, logits = self.loss_and_grad(x, labels, t, state)
+            loss, grad, logits = self.loss_and_grad(x, labels, t, state, records)
             if judge:
                 score = self.badness(self.record(records, t - 1, loss, logits, labels, state))
                 if t > 1 or self.start_is_feasible:

@@ -50,3 +50,23 @@ def region_loss(ce: torch.Tensor, regions: torch.Tensor, weights: tuple[float, f
     means = sums / counts.clamp(min=1)
     w = ce.new_tensor([weights[TRUE], weights[BOUNDARY], weights[FALSE], 0.0])
     return (means * w).sum(-1)
+
+
+class RegionHistory:
+    """The region map after every judged iterate of one image, rebuilt from the attack's iterates with the rules above:
+    on_iterate(step, logits (N,K,h,w), labels (N,h,w)) for the image at `position` (Attack.region_history())."""
+
+    def __init__(self, position: int, ignore_index: int, ignored_in_false: bool = False) -> None:
+        self.position, self.ignore_index, self.ignored_in_false = position, ignore_index, ignored_in_false
+        self.maps: list[torch.Tensor] = []
+
+    def __call__(self, step: int, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        y = labels[self.position:self.position + 1]
+        valid = y != self.ignore_index
+        correct = (logits[self.position:self.position + 1].argmax(1) == y) & valid
+        if self.ignored_in_false:  # the release variant: ignored pixels are never correct and so land in False
+            valid = torch.ones_like(valid)
+        if step == 0:
+            self.maps = [initial_regions(correct, valid)[0].cpu()]
+        else:
+            self.maps.append(update_regions(self.maps[-1][None].to(correct.device), correct)[0].cpu())

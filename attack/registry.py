@@ -1,4 +1,8 @@
-"""`build_attack(name, model, **params)`: every attack by its registry name (DESIGN.md, Attack)."""
+"""`build_attack(name, model, **params)`: every attack by its registry name (docs/design.md, Attack).
+
+ATTACKS maps a name to a class or a factory with the class's keyword parameters. An attack of your own is one
+`register_attack("name", MyAttack)` call; configs, suites and the evaluation then take it by that name. (The attack
+library imports nothing of the project, so it keeps this plain table rather than util.registry.Registry.)"""
 from __future__ import annotations
 
 import inspect
@@ -54,3 +58,14 @@ def build_attack(name: str, model: nn.Module, **params) -> Attack:
     if unknown:
         raise ValueError(f"{name} has no parameter {', '.join(unknown)}; its parameters are {', '.join(allowed)}")
     return ATTACKS[name](model, **params)
+
+
+def register_attack(name: str, factory: Callable[..., Attack]) -> Callable[..., Attack]:
+    """Add an attack (a class, or a factory with the class's keyword parameters) under `name`; a name is registered
+    once. Returns the factory, so it works as a class decorator: @register_attack("my-attack")."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"an attack needs a non-empty name; got {name!r}")
+    if name in ATTACKS:
+        raise ValueError(f"attack {name!r} is registered already")
+    ATTACKS[name] = factory
+    return factory

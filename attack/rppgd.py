@@ -20,7 +20,7 @@ from torch import nn
 from attack.base import Attack, RandomSource, check_choice, check_range
 from attack.losses import ce_map, predictions, valid_mask
 from attack.prototypes import Prototypes, class_prototypes, inter_loss, intra_loss, to_grid
-from attack.regions import TRUE, initial_regions, region_loss, region_weights, update_regions
+from attack.regions import TRUE, RegionHistory, initial_regions, region_loss, region_weights, update_regions
 
 POOLS = ("image", "batch")
 
@@ -100,6 +100,10 @@ class RPPGD(Attack):
 
     def init_state(self, x_nat: torch.Tensor, labels: torch.Tensor) -> dict:
         return {"regions": None, "terms": None}
+
+    def region_history(self) -> RegionHistory:
+        """The region maps of the first image of a call after every step, by this variant's rules."""
+        return RegionHistory(0, self.ignore_index, self.switches.ignored_in_false)
 
     def step_extras(self, state: dict) -> dict[str, Any]:
         """The region, inter and intra terms at the iterate just judged."""

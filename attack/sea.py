@@ -60,6 +60,11 @@ class SEA(Attack):
     def run_names(self) -> list[str]:
         return list(self.losses)
 
+    def expected_passes(self) -> tuple[int, int]:
+        """APGD's passes for every stage of every loss run."""
+        stages = [stage["steps"] for stage in self.stages()] * len(self.runs)
+        return sum(s + 1 for s in stages), sum(stages)
+
     def stages(self) -> list[dict]:
         """Each stage's radius and steps (the same for every loss)."""
         return [{"radius": r * self.eps, "steps": s} for r, s in zip(RADII, stage_steps(self.steps))]
@@ -76,8 +81,6 @@ class SEA(Attack):
     def _attack(self, x_nat: torch.Tensor, labels: torch.Tensor, records: Recorder,
                 random: Callable[[], RandomSource]) -> AttackResult:
         source = random()  # one source: each loss's start is a fresh draw from it
-        for run in self.runs:  # what the runs' steps see (non-finite values, zero gradients) counts as SEA's own
-            run._checks = self._checks
         best_x, best_acc, runs = None, None, {}
         for run in self.runs:
             x0 = uniform_start(x_nat, RADII[0] * self.eps, source) if self.random_start else x_nat.clone()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from attack import APGD, SEA, Attack
+from attack import Attack
 
 
 class PassCounter:
@@ -43,23 +43,11 @@ class PassCounter:
         self._handle = None
 
 
-def expected_passes(attack: Attack) -> tuple[int, int]:
-    """(forward, backward) passes one untraced call of `attack` needs by its definition: a step of the PGD family
-    is one forward and one backward (FGSM is one step; with `best` the last iterate is judged too: one more
-    forward); APGD judges its start point and each step, the last iterate without a gradient (steps + 1 forward,
-    steps backward); SEA is APGD per stage and loss."""
-    if isinstance(attack, SEA):
-        stages = [stage["steps"] for stage in attack.stages()] * len(attack.run_names())
-        return sum(s + 1 for s in stages), sum(stages)
-    if isinstance(attack, APGD):
-        return attack.steps + 1, attack.steps
-    return attack.steps + (1 if attack.best else 0), attack.steps
-
-
 def check_passes(attack: Attack, counter: PassCounter) -> None:
-    """Raise when a call counted by `counter` made more passes through the model than expected_passes allows:
-    work in the step loop beyond the attack's loss (a second forward, a backward through the parameters)."""
-    forward, backward = expected_passes(attack)
+    """Raise when a call counted by `counter` made more passes through the model than the attack's definition needs
+    (attack.expected_passes()): work in the step loop beyond the attack's loss (a second forward, a backward through
+    the parameters)."""
+    forward, backward = attack.expected_passes()
     if counter.forward > forward or counter.backward > backward:
         raise RuntimeError(f"{attack.name}: one call made {counter.forward} forward and {counter.backward} backward "
                            f"passes through the model; its definition needs {forward} and {backward} "

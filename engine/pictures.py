@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from attack.regions import BOUNDARY, FALSE, IGNORED, TRUE, initial_regions, update_regions
+from attack.regions import BOUNDARY, FALSE, IGNORED, TRUE
 from util.evaluation.metrics import confusion_matrix, scores
 from util.visualisation.tiles import (
     TILE,
@@ -118,26 +118,6 @@ def region_strip(maps: list[torch.Tensor], title: str) -> np.ndarray:
     picture, _ = grid([tiles])
     return stack([titled(np.full((0, picture.shape[1], 3), 255, np.uint8), title), picture,
                   legend([(n, c) for n, c in REGION_COLOURS.values()], picture.shape[1], "regions")])
-
-
-class RegionHistory:
-    """The region map after every judged iterate of one image, rebuilt from the attack's iterates with RP-PGD's own
-    rules (attack/regions.py): on_iterate(step, logits (N,K,h,w), labels (N,h,w)) for the image at `position`."""
-
-    def __init__(self, position: int, ignore_index: int, ignored_in_false: bool = False) -> None:
-        self.position, self.ignore_index, self.ignored_in_false = position, ignore_index, ignored_in_false
-        self.maps: list[torch.Tensor] = []
-
-    def __call__(self, step: int, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        y = labels[self.position:self.position + 1]
-        valid = y != self.ignore_index
-        correct = (logits[self.position:self.position + 1].argmax(1) == y) & valid
-        if self.ignored_in_false:  # the release variant: ignored pixels are never correct and so land in False
-            valid = torch.ones_like(valid)
-        if step == 0:
-            self.maps = [initial_regions(correct, valid)[0].cpu()]
-        else:
-            self.maps.append(update_regions(self.maps[-1][None].to(correct.device), correct)[0].cpu())
 
 
 class Panels:

@@ -144,3 +144,23 @@ def test_per_image_seeds_make_an_image_independent_of_its_batch(model, name, ext
         assert not torch.equal(atk(x, y, seeds=[1, 2, 3, 4]), batched), "the seeds choose the random start"
     with pytest.raises(ValueError, match="one int per image"):
         atk(x, y, seeds=[1, 2])
+
+
+@pytest.mark.parametrize("name", list(ATTACKS))
+def test_one_attack_object_serves_nested_calls(model, name):
+    """An attack keeps nothing of a call on itself: a second call made from inside the first (through on_iterate)
+    gives what a call of its own gives, and the outer call still ends as it would alone, with its zero-gradient
+    findings intact."""
+    x, y = sample(2, 21, 19)
+    y[1] = 255  # the second image has no valid pixel: no gradient, no finding
+    atk = build_attack(name, model, seed=3, **params(name)) if name != "fgsm" else build_attack(name, model)
+    inner_alone, outer_alone = atk(x[:1], y[:1]), atk.run(x, y, trace=False)
+    inner = []
+
+    def nested(step, logits):
+        if not inner:
+            inner.append(atk(x[:1], y[:1]))
+    outer = atk.run(x, y, trace=False, on_iterate=nested)
+    assert inner and torch.equal(inner[0], inner_alone)
+    assert torch.equal(outer.adv, outer_alone.adv)
+    assert outer.zero_gradient == outer_alone.zero_gradient

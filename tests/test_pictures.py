@@ -13,9 +13,10 @@ import numpy as np
 import torch
 from tiny_models import TinySeg
 
+from attack.regions import RegionHistory
 from conftest import ROOT
 from engine.attacks import AttackSpec
-from engine.pictures import REGION_COLOURS, Panels, RegionHistory, panel, region_strip
+from engine.pictures import REGION_COLOURS, Panels, panel, region_strip
 from engine.protocols import PROTOCOLS, image_seed
 from engine.report import write_results
 from util.config import load_config

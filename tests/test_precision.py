@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from attack import PGD, build_attack
-from engine.passes import PassCounter, check_passes, expected_passes
+from engine.passes import PassCounter, check_passes
 from engine.precision import autocast, check_amp, grad_scaler
 from engine.protocols import build_protocol
 from engine.training import build_optimizer, build_scheduler, train_step
@@ -119,7 +119,7 @@ def test_the_pass_counter_catches_an_extra_pass(tiny_cfg):
     model = models(tiny_cfg)[0]
     x, y = batch()
     honest, extra = PGD(model, steps=2), DoubleForward(model, steps=2)
-    assert expected_passes(honest) == expected_passes(extra) == (2, 2)
+    assert honest.expected_passes() == extra.expected_passes() == (2, 2)
     with PassCounter(model) as counter:
         honest(x, y)
     check_passes(honest, counter)

@@ -71,7 +71,7 @@ def test_sea_keeps_per_image_the_best_of_its_apgd_runs(sea_problem):
                     class_counts=COUNTS if loss == "mce-bal" else None)
         xi = x.clone()
         for radius, n in zip(RADII, stage_steps(steps)):
-            xi, _ = apgd.optimise(x, project(xi, x, radius * eps, "linf"), y, radius * eps, n, Recorder())
+            xi, _ = apgd.optimise(x, project(xi, x, radius * eps, "linf"), y, radius * eps, n, Recorder(images=len(x)))
         finals.append(xi)
         torch.testing.assert_close(res.extras["runs"][loss], xi, rtol=0, atol=0)
     accs = torch.stack([pixel_acc(model, xi, y) for xi in finals])  # (losses, N)

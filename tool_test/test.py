@@ -22,10 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from torch.utils.data import Subset
 
-from attack import RPPGD
 from engine.attacks import attack_list
 from engine.evaluation import evaluate
-from engine.pictures import Panels, RegionHistory, region_strip
+from engine.pictures import Panels, region_strip
 from engine.precision import check_amp
 from engine.protocols import build_protocol
 from engine.report import write_results
@@ -73,7 +72,7 @@ def save_region_strip(protocol, atk, dataset, index: int, key: str, result_dir: 
     """RP-PGD's region map after every step on dataset image `index` (its seed is the evaluation's, so the iterates
     are the evaluation's): regions/<key>_<index>_<stem>.png."""
     image, label, _ = dataset[index]
-    history = RegionHistory(0, protocol.ignore_index, atk.switches.ignored_in_false)
+    history = atk.region_history()
     protocol.predict(image[None].to(device), label[None].to(device), [index], atk, on_iterate=history)
     stem = entries[index].image.stem
     return save_png(region_strip(history.maps, f"{key} (eps {atk.eps:.4g}, {atk.steps} steps) on image {index} "
@@ -145,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
         for key, atk in attacks.items():
             attacked[key] = evaluate(protocol, loader, env, k, attack=atk, desc=key, on_prediction=pictures(key, atk),
                                      shard=shard(key, atk))
-            if 0 <= cfg.TEST.vis_regions < len(dataset) and isinstance(atk, RPPGD) and env.is_main:
+            if 0 <= cfg.TEST.vis_regions < len(dataset) and atk.region_history() is not None and env.is_main:
                 strips.append(save_region_strip(protocol, atk, dataset, cfg.TEST.vis_regions, key, result_dir,
                                                 entries, env.device))
             results["attacks"][key] = attack_entry(atk, attacked[key])
