@@ -19,7 +19,8 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from attack.base import Attack, AttackResult, RandomSource, Recorder, check_choice, keep_best, project
+from attack.ball import RandomSource, project
+from attack.base import Attack, AttackResult, Recorder, check_choice, keep_best
 from attack.losses import ce_map, class_weights_from_counts, js_map, masked_mean, mce_bal_map, mce_map, valid_mask
 
 LOSSES = ("ce", "mce", "mce-bal", "js")

@@ -60,12 +60,15 @@ def build_attack(name: str, model: nn.Module, **params) -> Attack:
     return ATTACKS[name](model, **params)
 
 
-def register_attack(name: str, factory: Callable[..., Attack]) -> Callable[..., Attack]:
+def register_attack(name: str, factory: Callable[..., Attack] | None = None):
     """Add an attack (a class, or a factory with the class's keyword parameters) under `name`; a name is registered
-    once. Returns the factory, so it works as a class decorator: @register_attack("my-attack")."""
+    once. Without `factory` it is a class decorator: @register_attack("my-attack")."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"an attack needs a non-empty name; got {name!r}")
-    if name in ATTACKS:
-        raise ValueError(f"attack {name!r} is registered already")
-    ATTACKS[name] = factory
-    return factory
+
+    def add(value: Callable[..., Attack]) -> Callable[..., Attack]:
+        if name in ATTACKS:
+            raise ValueError(f"attack {name!r} is registered already")
+        ATTACKS[name] = value
+        return value
+    return add if factory is None else add(factory)

@@ -17,7 +17,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from attack.base import Attack, RandomSource, check_choice, check_range
+from attack.ball import RandomSource
+from attack.base import Attack, check_choice, check_range
 from attack.losses import ce_map, predictions, valid_mask
 from attack.prototypes import Prototypes, class_prototypes, inter_loss, intra_loss, to_grid
 from attack.regions import TRUE, RegionHistory, initial_regions, region_loss, region_weights, update_regions

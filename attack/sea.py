@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from attack.apgd import APGD, LOSSES
-from attack.base import Attack, AttackResult, RandomSource, Recorder, check_choice, keep_best, project, uniform_start
+from attack.ball import RandomSource, project, uniform_start
+from attack.base import Attack, AttackResult, Recorder, check_choice, keep_best
 
 RADII = (2.0, 1.5, 1.0)
 MIN_STEPS = 4  # int(0.3 * 4) = 1: every stage makes at least one step

@@ -22,11 +22,10 @@ def seed_epoch(seed: int, epoch: int, rank: int) -> None:
 
 
 def build_optimizer(model: nn.Module, cfg) -> torch.optim.SGD:
-    """SGD with the base lr on the backbone and head_lr_mult x base lr on the heads (model.head_parameters())."""
+    """SGD with the base lr on the backbone and head_lr_mult x base lr on the heads (model.param_groups())."""
     t = cfg.TRAIN
-    head = model.head_parameters()
-    head_ids = {id(p) for p in head}
-    backbone = [p for p in model.parameters() if id(p) not in head_ids]
+    groups = model.param_groups()
+    backbone, head = groups["backbone"], groups["head"]
     return torch.optim.SGD(
         [{"params": backbone, "lr": t.base_lr}, {"params": head, "lr": t.base_lr * t.head_lr_mult}],
         lr=t.base_lr, momentum=t.momentum, weight_decay=t.weight_decay,

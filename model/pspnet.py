@@ -1,4 +1,5 @@
-"""PSPNet decode head (Zhao et al., CVPR 2017): pyramid pooling over bins 1, 2, 3, 6, then a 3x3 head."""
+"""PSPNet decode head (Zhao et al., CVPR 2017): pyramid pooling over bins 1, 2, 3, 6, then a 3x3 head. Registered as
+head "psp" on the last backbone level (MODEL.psp_bins, MODEL.head_channels, MODEL.dropout)."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -6,6 +7,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from model.registry import HEADS, Head
 
 
 class PyramidPooling(nn.Module):
@@ -47,3 +50,11 @@ class PSPHead(nn.Sequential):
             nn.Dropout2d(dropout),
             nn.Conv2d(channels, num_classes, 1),
         )
+
+
+def psp_head(cfg, channels: int) -> PSPHead:
+    m = cfg.MODEL
+    return PSPHead(channels, cfg.DATA.classes, bins=m.psp_bins, channels=m.head_channels or 512, dropout=m.dropout)
+
+
+HEADS.register("psp", Head(psp_head, in_index=-1))

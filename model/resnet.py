@@ -1,4 +1,5 @@
-"""Dilated ResNet backbones (output stride 8) with a deep 3-conv stem or a plain 7x7 stem.
+"""Dilated ResNet backbones (output stride 8) with a deep 3-conv stem or a plain 7x7 stem: MODEL.backbone resnet,
+with MODEL.layers (18, 34, 50, 101) and MODEL.deep_stem.
 
 The residual blocks are torchvision's. Layers 3 and 4 keep the resolution of layer 2: their strides
 become 1 and every 3x3 convolution in them is dilated by 2 (layer3) and 4 (layer4), as in semseg's
@@ -13,6 +14,7 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
+from model.registry import BACKBONES
 from util.errors import UserError
 
 BLOCKS: dict[int, tuple[type[nn.Module], tuple[int, int, int, int]]] = {
@@ -35,7 +37,8 @@ def _dilate(layer: nn.Sequential, dilation: int) -> None:
 class DilatedResNet(nn.Module):
     """ResNet-18/34/50/101 with output stride 8.
 
-    forward(x: (N,3,H,W) normalised) -> (layer3 (N,C3,h,w), layer4 (N,C4,h,w)), h = ceil(H/8).
+    forward(x: (N,3,H,W) normalised) -> [layer1, layer2, layer3, layer4], each (N,C,h,w): `channels` gives C per
+    level, `strides` H/h (4, 8, 8, 8).
     """
 
     def __init__(self, layers: int = 50, deep_stem: bool = True) -> None:
@@ -65,7 +68,8 @@ class DilatedResNet(nn.Module):
         self.layer4 = self._make_layer(block, 512, counts[3], stride=2)
         _dilate(self.layer3, 2)
         _dilate(self.layer4, 4)
-        self.channels = (256 * block.expansion, 512 * block.expansion)  # layer3, layer4
+        self.channels = tuple(p * block.expansion for p in (64, 128, 256, 512))  # layer1 .. layer4
+        self.strides = (4, 8, 8, 8)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -92,11 +96,20 @@ class DilatedResNet(nn.Module):
             x = self.relu(self.bn3(self.conv3(x)))
         return self.maxpool(x)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.layer2(self.layer1(self.stem(x)))
-        c3 = self.layer3(x)
-        c4 = self.layer4(c3)
-        return c3, c4
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        c1 = self.layer1(self.stem(x))
+        c2 = self.layer2(c1)
+        c3 = self.layer3(c2)
+        return [c1, c2, c3, self.layer4(c3)]
+
+
+@BACKBONES.register("resnet")
+def resnet(cfg, pretrained: str = "") -> DilatedResNet:
+    """MODEL.layers and MODEL.deep_stem; `pretrained` an ImageNet file loaded strictly (load_backbone_weights)."""
+    backbone = DilatedResNet(cfg.MODEL.layers, deep_stem=cfg.MODEL.deep_stem)
+    if pretrained:
+        load_backbone_weights(backbone, pretrained)
+    return backbone
 
 
 def load_backbone_weights(backbone: DilatedResNet, path: str | Path) -> None:

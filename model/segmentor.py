@@ -1,8 +1,9 @@
-"""The segmentation network every architecture shares: normalisation, backbone, head, auxiliary head.
+"""The segmentation network every architecture shares: normalisation, backbone, decode head, auxiliary head.
 
-Contract (DESIGN.md, Model): `model(x)` takes (N,3,H,W) in [0,1] RGB and returns logits (N,K,H,W) at
-input resolution; `model(x, return_dict=True)` returns {"out", "aux", "feat"}. "aux" is computed only in
-training mode (None in eval mode), "feat" is the last backbone stage and is not detached.
+Contract (docs/design.md, Model): `model(x)` takes (N,3,H,W) in [0,1] RGB and returns logits (N,K,H,W) at input
+resolution; `model(x, return_dict=True)` returns {"out", "aux", "feat"}. "aux" is computed only in training mode
+(None in eval mode or without an auxiliary head), "feat" is the backbone level `feat_index` (RP-PGD's prototypes
+read it) and is not detached. The backbone returns a list of levels; each head reads the levels of its in_index.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.resnet import DilatedResNet
+Index = int | tuple[int, ...]
 
 
 class Normalize(nn.Module):
@@ -27,20 +28,31 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
+def levels(features: list[torch.Tensor], index: Index) -> torch.Tensor | list[torch.Tensor]:
+    """The level `index` of the backbone's features, or the list of levels of a tuple index."""
+    return features[index] if isinstance(index, int) else [features[i] for i in index]
+
+
 class Segmentor(nn.Module):
-    """Backbone + decode head + auxiliary head on layer3, with normalisation as the first layer."""
+    """Normalisation, then the backbone's levels, the decode head on the levels head_index and the auxiliary head
+    (training mode only) on aux_index; logits are upsampled bilinearly to the input (align_corners as the
+    architecture defines it)."""
 
     def __init__(
         self,
-        backbone: DilatedResNet,
+        backbone: nn.Module,
         head: nn.Module,
-        aux_head: nn.Module,
+        aux_head: nn.Module | None,
         mean: Sequence[float],
         std: Sequence[float],
+        head_index: Index = -1,
+        aux_index: Index = -2,
+        feat_index: int = -1,
         align_corners: bool = False,
         channels_last: bool = False,
     ) -> None:
         super().__init__()
+        self.head_index, self.aux_index, self.feat_index = head_index, aux_index, feat_index
         self.align_corners = align_corners  # semseg-style networks upsample their logits with align_corners=True
         self.channels_last = channels_last  # inputs are laid out channels-last for the network's convolutions
         self.normalize = Normalize(mean, std)
@@ -48,21 +60,27 @@ class Segmentor(nn.Module):
         self.head = head
         self.aux_head = aux_head
 
+    def upsample(self, logits: torch.Tensor, size: torch.Size) -> torch.Tensor:
+        return F.interpolate(logits, size=size, mode="bilinear", align_corners=self.align_corners)
+
     def forward(self, x: torch.Tensor, return_dict: bool = False):
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"expected images of shape (N,3,H,W), got {tuple(x.shape)}")
         size = x.shape[-2:]
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        c3, c4 = self.backbone(self.normalize(x))
-        out = F.interpolate(self.head(c4), size=size, mode="bilinear", align_corners=self.align_corners)
+        features = self.backbone(self.normalize(x))
+        out = self.upsample(self.head(levels(features, self.head_index)), size)
         if not return_dict:
             return out
         aux = None
-        if self.training:
-            aux = F.interpolate(self.aux_head(c3), size=size, mode="bilinear", align_corners=self.align_corners)
-        return {"out": out, "aux": aux, "feat": c4}
+        if self.training and self.aux_head is not None:
+            aux = self.upsample(self.aux_head(levels(features, self.aux_index)), size)
+        return {"out": out, "aux": aux, "feat": features[self.feat_index]}
 
-    def head_parameters(self) -> list[nn.Parameter]:
-        """Parameters trained with the head learning rate (everything but the ImageNet backbone)."""
-        return list(self.head.parameters()) + list(self.aux_head.parameters())
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """The parameters by learning-rate group: "backbone" (TRAIN.base_lr) and "head", the decode and auxiliary
+        heads (TRAIN.base_lr x TRAIN.head_lr_mult)."""
+        heads = list(self.head.parameters()) + ([] if self.aux_head is None else list(self.aux_head.parameters()))
+        head_ids = {id(p) for p in heads}
+        return {"backbone": [p for p in self.parameters() if id(p) not in head_ids], "head": heads}

@@ -11,6 +11,9 @@ layer3/layer4 3x3 convolutions are dilated by 2 and 4, which is this project's D
   Dropout2d, 1x1 conv);
 and upsample the logits to the input size with align_corners=True (their inputs have (H-1) % 8 == 0). DDC-AT's
 PSPNet_DDCAT and DeepLabV3_DDCAT replace `cls` by three heads (DDCATHead) and `aux` by `aux_cls1`.
+
+Registered: the heads semseg_psp, semseg_aspp, ddcat_psp, ddcat_aspp (last level), semseg_psp_aux and semseg_aspp_aux
+(layer3), which model/architectures.py assembles under MODEL.style semseg, and the checkpoint format "semseg".
 """
 from __future__ import annotations
 
@@ -20,6 +23,9 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from model.registry import HEADS, WEIGHT_FORMATS, Head, WeightFormat
+from util.errors import UserError
 
 
 def _conv_bn_relu(cin: int, cout: int, kernel: int, dilation: int = 1) -> list[nn.Module]:
@@ -171,3 +177,63 @@ def to_semseg_state(state: dict[str, torch.Tensor], deep_stem: bool) -> dict[str
             prefix, target = next((p, t) for p, t in renames if key.startswith(p))
             out[target + key[len(prefix):]] = value
     return out
+
+
+# ---- registration -------------------------------------------------------------------------------------------------
+def _fixed_width(cfg) -> None:
+    if cfg.MODEL.head_channels:
+        raise UserError("MODEL.head_channels is fixed by MODEL.style semseg (PSPNet 512, DeepLabv3 256): leave it 0")
+
+
+def _head(kind: str):
+    def build(cfg, channels: int) -> nn.Module:
+        _fixed_width(cfg)
+        m, k = cfg.MODEL, cfg.DATA.classes
+        if kind == "semseg_psp":
+            return SemsegPSPHead(channels, k, m.psp_bins, m.dropout)
+        if kind == "semseg_aspp":
+            return SemsegASPPHead(channels, k, m.aspp_rates, m.dropout)
+        return DDCATHead("pspnet_ddcat" if kind == "ddcat_psp" else "deeplabv3_ddcat", channels, k, m.psp_bins,
+                         m.aspp_rates, m.dropout)
+    return build
+
+
+def _aux(arch: str):
+    def build(cfg, channels: int) -> nn.Sequential:
+        return semseg_aux_head(arch, channels, cfg.DATA.classes, cfg.MODEL.dropout)
+    return build
+
+
+for _name in ("semseg_psp", "semseg_aspp", "ddcat_psp", "ddcat_aspp"):
+    HEADS.register(_name, Head(_head(_name), in_index=-1))
+HEADS.register("semseg_psp_aux", Head(_aux("pspnet"), in_index=-2))
+HEADS.register("semseg_aspp_aux", Head(_aux("deeplabv3"), in_index=-2))
+
+
+def convert_semseg_state(weights: dict[str, torch.Tensor], cfg, where: str) -> dict[str, torch.Tensor]:
+    """A semseg/DDC-AT/RP-PGD-release checkpoint (`[module.]layer0.*`, `ppm.*`, `cls.*`, `aux.*`) under this
+    project's names, every key mapped; it needs MODEL.style semseg, the file's stem and architecture, and says which
+    settings are missing."""
+    deep = any(k.removeprefix("module.").startswith("layer0.3.") for k in weights)  # the deep stem's conv2
+    need = []
+    if cfg.MODEL.style != "semseg":
+        need.append("MODEL.style semseg")
+    if cfg.MODEL.deep_stem != deep:
+        need.append(f"MODEL.deep_stem {str(deep).lower()}")
+    names = [k.removeprefix("module.") for k in weights]
+    arch = "deeplabv3" if any(k.startswith("aspp.") for k in names) else "pspnet"
+    if any(k.startswith("cls1.") for k in names):
+        arch += "_ddcat"
+    if cfg.MODEL.arch != arch:
+        need.append(f"MODEL.arch {arch}")
+    if need:
+        raise UserError(f"{where} is a semseg-style network (semseg, DDC-AT or the RP-PGD release): it needs "
+                        f"{', '.join(need)}")
+    renamed, unmapped = from_semseg_state(weights, deep)
+    if unmapped:
+        raise UserError(f"{where}: {len(unmapped)} key(s) of its semseg-style network have no counterpart here: "
+                        f"{unmapped[:10]}{' ...' if len(unmapped) > 10 else ''}")
+    return renamed
+
+
+WEIGHT_FORMATS.register("semseg", WeightFormat(is_semseg_state, convert_semseg_state))

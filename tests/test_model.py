@@ -47,8 +47,9 @@ def test_dilation_pattern(layers):
         assert all(m.stride == (1, 1) for m in convs)
         assert all(m.dilation == (dilation, dilation) and m.padding == (dilation, dilation)
                    for m in convs if m.kernel_size == (3, 3))
-    c3, c4 = net(torch.rand(1, 3, 64, 48))
-    assert c3.shape[-2:] == c4.shape[-2:] == (8, 6)
+    features = net(torch.rand(1, 3, 64, 48))
+    assert [tuple(f.shape[1:]) for f in features] == [(c, 64 // s, 48 // s) for c, s in zip(net.channels, net.strides)]
+    assert net.strides == (4, 8, 8, 8)
 
 
 def test_torchvision_plain_stem_checkpoint_loads_strictly(tmp_path):
@@ -102,3 +103,25 @@ def test_build_model_uses_pretrained(tiny_cfg, tmp_path):
     model = build_model(tiny_cfg("MODEL.deep_stem", "false", "MODEL.pretrained", str(tmp_path / "r18.pth")))
     ref = torch.load(tmp_path / "r18.pth", weights_only=True)
     assert torch.equal(model.backbone.conv1.weight, ref["conv1.weight"])
+
+
+@pytest.mark.parametrize("override, needle", [
+    (["MODEL.arch", "unet"], "MODEL.arch must be one of pspnet, deeplabv3, pspnet_ddcat, deeplabv3_ddcat; got 'unet'"),
+    (["MODEL.backbone", "resnt"], "MODEL.backbone must be one of resnet; got 'resnt'; did you mean 'resnet'?"),
+    (["MODEL.layers", "19"], "MODEL.layers must be one of [18, 34, 50, 101]"),
+    (["MODEL.style", "mmseg"], "MODEL.arch pspnet needs MODEL.style torchvision or semseg, got 'mmseg'"),
+    (["MODEL.arch", "pspnet_ddcat"], "MODEL.arch pspnet_ddcat needs MODEL.style semseg, got 'torchvision'"),
+])
+def test_registry_names_are_checked_where_they_are_looked_up(tiny_cfg, override, needle):
+    """Config choices of MODEL.arch, MODEL.backbone and MODEL.style come from the registries: an unknown name stops
+    build_model with the key and the registered names."""
+    with pytest.raises(UserError) as info:
+        build_model(tiny_cfg(*override))
+    assert needle in str(info.value)
+
+
+def test_param_groups_split_backbone_and_heads(tiny_cfg):
+    model = build_model(tiny_cfg())
+    groups = model.param_groups()
+    assert [id(p) for p in groups["backbone"]] == [id(p) for p in model.backbone.parameters()]
+    assert [id(p) for p in groups["head"]] == [id(p) for m in (model.head, model.aux_head) for p in m.parameters()]

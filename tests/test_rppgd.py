@@ -10,7 +10,7 @@ from tiny_models import TinySeg
 from torch import nn
 
 from attack import RPPGD, RPPGDPlusPlus
-from attack.base import RandomSource
+from attack.ball import RandomSource
 from attack.losses import ce_map
 from attack.prototypes import class_prototypes, inter_loss, intra_loss, to_grid
 from attack.regions import BOUNDARY, FALSE, IGNORED, TRUE, initial_regions, region_weights, update_regions

@@ -6,7 +6,8 @@ import torch
 from tiny_models import TinySeg
 
 from attack import APGD, SEA
-from attack.base import Recorder, project
+from attack.ball import project
+from attack.base import Recorder
 from attack.sea import RADII, stage_steps
 
 # ---- SEA -------------------------------------------------------------------------------------------------

@@ -34,7 +34,6 @@ from engine.pictures import ImageView, panel
 from engine.precision import check_amp, grad_scaler
 from engine.protocols import Protocol, build_protocol
 from engine.resume import Checkpoints, ResumePoint, TrainingState, resume_point, set_rng_states
-from engine.trained_model import project_weights
 from engine.training import (
     adversarial_count,
     build_optimizer,
@@ -43,7 +42,7 @@ from engine.training import (
     seed_epoch,
     train_step,
 )
-from model import build_model
+from model import build_model, to_project_weights
 from util.checkpoint import load_checkpoint, load_model_state
 from util.config import config_from_cli, run_dir, save_config
 from util.data.dataset import build_dataset, prepare_on_first_use
@@ -195,8 +194,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(cfg.EXP.seed)  # identical initial weights on every process
     model = build_model(cfg)
     if t.weight:  # the network's initial weights (the release's TRAIN.weight); TRAIN.resume then overrides them
-        load_model_state(model, project_weights(load_checkpoint(t.weight, key="TRAIN.weight")["model"], cfg,
-                                                Path(t.weight)), f"TRAIN.weight '{t.weight}'")
+        load_model_state(model, to_project_weights(load_checkpoint(t.weight, key="TRAIN.weight")["model"], cfg,
+                                                   f"checkpoint '{t.weight}'"), f"TRAIN.weight '{t.weight}'")
     if use_sync_bn(cfg.DIST.sync_bn, env):
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(env.device)

@@ -17,6 +17,7 @@ from typing import Any, Iterable
 import yaml
 
 from util.config_schema import CHOICES, DEFAULTS
+from util.data.datasets import DATASETS
 from util.errors import UserError
 
 __all__ = ["CHOICES", "DEFAULTS", "Config", "config_from_cli", "load_config", "run_dir", "save_config"]
@@ -247,6 +248,7 @@ def _suggest(key: str, valid: Iterable[str], section: str = "") -> str:
 
 
 def _check_values(cfg: Config) -> None:
+    DATASETS.get(cfg.DATA.name)  # a UserError naming DATA.name and the registered datasets
     for name, choices in CHOICES.items():
         section, key = name.split(".")
         if cfg[section][key] not in choices:

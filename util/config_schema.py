@@ -13,7 +13,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "seed": 0,
     },
     "DATA": {
-        "name": "demo",  # demo | voc2012 | cityscapes | ade20k
+        "name": "demo",  # a dataset of util.data.datasets.DATASETS: demo | voc2012 | cityscapes | ade20k
         "data_root": "",
         "train_list": "list/train.txt",  # relative to data_root
         "val_list": "list/val.txt",
@@ -24,12 +24,13 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "workers": 2,  # data loader processes per training process
     },
     "MODEL": {
-        "arch": "pspnet",  # pspnet | deeplabv3 | pspnet_ddcat, deeplabv3_ddcat (DDC-AT's, MODEL.style semseg)
-        # torchvision: this project's heads | semseg: semseg's PSPNet / the RP-PGD release's DeepLabV3 heads and
-        # align_corners=True, so their checkpoints load (model/semseg.py)
+        "arch": "pspnet",  # an architecture of model.ARCHITECTURES (model/architectures.py): its heads
+        # the heads' style, one the architecture registers: torchvision (this project's heads) | semseg (semseg's
+        # PSPNet / the RP-PGD release's DeepLabV3 heads and align_corners=True, so their checkpoints load)
         "style": "torchvision",
-        "layers": 50,  # 18 | 34 | 50 | 101
-        "deep_stem": True,  # semseg's 3-conv stem; false: torchvision's 7x7 stem
+        "backbone": "resnet",  # a backbone of model.BACKBONES: resnet (the dilated ResNet of model/resnet.py)
+        "layers": 50,  # resnet: 18 | 34 | 50 | 101
+        "deep_stem": True,  # resnet: semseg's 3-conv stem; false: torchvision's 7x7 stem
         "pretrained": "",  # ImageNet backbone file (initmodel/README.md); empty: random init
         "psp_bins": [1, 2, 3, 6],
         "aspp_rates": [6, 12, 18],
@@ -121,14 +122,13 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     },
 }
 
+# Keys whose values are a fixed set. Keys that name a registry entry (DATA.name, MODEL.arch, MODEL.backbone,
+# MODEL.style, ADV_TRAIN.method, TRAIN.optimizer, TRAIN.scheduler, ATTACK.protocol) are checked against their
+# registry where it is looked up, so that a registered entry is a valid value without a list kept here.
 CHOICES: dict[str, tuple[Any, ...]] = {
-    "DATA.name": ("demo", "voc2012", "cityscapes", "ade20k"),
-    "MODEL.arch": ("pspnet", "deeplabv3", "pspnet_ddcat", "deeplabv3_ddcat"),
-    "MODEL.layers": (18, 34, 50, 101),
     "TEST.split": ("val", "train"),
     "TEST.mode": ("whole", "slide"),
     "ADV_TRAIN.method": ("none", "at"),
-    "MODEL.style": ("torchvision", "semseg"),
     "ADV_TRAIN.composition": ("attacked", "release"),
     "TRAIN.amp": ("none", "bf16", "fp16"),
     "ATTACK.amp": ("none", "bf16", "fp16"),

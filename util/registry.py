@@ -54,10 +54,10 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         """The entry `name`; a UserError naming the config key, the choices and the closest one when unknown."""
         if name not in self._entries:
-            where = f"{self.key} " if self.key else ""
+            where = self.key or f"a {self.kind}"
             close = difflib.get_close_matches(str(name), list(self._entries), n=1, cutoff=0.5)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise UserError(f"{where}must name a {self.kind}, one of {', '.join(self.names())}; got {name!r}{hint}")
+            raise UserError(f"{where} must be one of {', '.join(self.names())}; got {name!r}{hint}")
         return self._entries[name]
 
     def names(self) -> list[str]:
