@@ -57,16 +57,22 @@ def attack_spec(value: Any, where: str) -> AttackSpec:
     return AttackSpec(name=value["name"], key=key, params=params, where=where)
 
 
-def attack_list(cfg) -> list[AttackSpec]:
-    """The specs of ATTACK.attacks; result names must be unique and not 'clean'."""
+def attack_specs(items, where: str) -> list[AttackSpec]:
+    """The specs of a list of attack mappings (or AttackSpecs) named `where` in messages; result names must be unique
+    and not 'clean'."""
     specs, seen = [], set()
-    for i, item in enumerate(cfg.ATTACK.attacks):
-        spec = attack_spec(item, f"ATTACK.attacks[{i}]")
+    for i, item in enumerate(items):
+        spec = item if isinstance(item, AttackSpec) else attack_spec(item, f"{where}[{i}]")
         if spec.key in seen or spec.key == "clean":
             raise UserError(f"{spec.where}: result name '{spec.key}' is taken; give this entry its own 'key'")
         seen.add(spec.key)
         specs.append(spec)
     return specs
+
+
+def attack_list(cfg) -> list[AttackSpec]:
+    """The specs of ATTACK.attacks."""
+    return attack_specs(cfg.ATTACK.attacks, "ATTACK.attacks")
 
 
 def build_from_spec(spec: AttackSpec, model: nn.Module, cfg) -> Attack:

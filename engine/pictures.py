@@ -11,11 +11,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
+from torch.utils.data import Subset
 
+from attack import Attack
 from attack.regions import BOUNDARY, FALSE, IGNORED, TRUE
+from util.data.datasets import class_names, palette
 from util.evaluation.metrics import confusion_matrix, scores
 from util.visualisation.tiles import (
     TILE,
@@ -26,6 +30,7 @@ from util.visualisation.tiles import (
     legend,
     perturbation,
     rgb,
+    save_colour_label,
     save_png,
     stack,
     tile_size,
@@ -156,3 +161,61 @@ class Panels:
                                eps, regions, self.ignore_index)
             self.written.append(save_png(picture, self.path(key, view.index)))
         return draw
+
+
+def image_stems(dataset) -> list[str]:
+    """The name of every image for picture files: its file's stem when the dataset reads a list file (through any
+    Subset), else its index."""
+    if isinstance(dataset, Subset):
+        stems = image_stems(dataset.dataset)
+        return [stems[i] for i in dataset.indices]
+    if hasattr(dataset, "entries"):
+        return [e.image.stem for e in dataset.entries]
+    return [f"{i:05d}" for i in range(len(dataset))]
+
+
+class Pictures:
+    """What an evaluation draws into its result folder, from the TEST section: colour predictions per entry
+    (TEST.save_pictures: pictures/<key>/<stem>.png), panels of the first TEST.vis images (panels/) and, for attacks
+    that keep region maps, the maps after every step of image TEST.vis_regions (regions/). Each process draws the
+    images of its own shard; region strips are drawn by the main process."""
+
+    def __init__(self, cfg, result_dir: Path, dataset) -> None:
+        self.result_dir, self.dataset, self.stems = Path(result_dir), dataset, image_stems(dataset)
+        self.colours, self.save_colours = palette(cfg.DATA.name), cfg.TEST.save_pictures
+        self.strip_index, self.ignore_index = cfg.TEST.vis_regions, cfg.DATA.ignore_index
+        self.panels = Panels(self.result_dir / "panels", cfg.TEST.vis, self.colours,
+                             class_names(cfg.DATA.name, cfg.DATA.classes), self.stems, cfg.DATA.ignore_index)
+        self.strips: list[Path] = []
+
+    @property
+    def per_image(self) -> bool:
+        """Whether every image must be predicted in this run (colour predictions or panels): then finished shards of
+        an interrupted evaluation cannot be reused."""
+        return bool(self.save_colours or self.panels.count)
+
+    def on_prediction(self, key: str, attack: Attack | None = None) -> Callable[[ImageView], None] | None:
+        """evaluate()'s on_prediction for entry `key` (clean when attack is None), or None when nothing is drawn."""
+        calls = []
+        if self.save_colours:
+            folder = self.result_dir / "pictures" / key
+            folder.mkdir(parents=True, exist_ok=True)
+            calls.append(lambda v: save_colour_label(v.pred.cpu().numpy(), self.colours,
+                                                     folder / f"{self.stems[v.index]}.png"))
+        if self.panels.count:
+            calls.append(self.panels.clean() if attack is None else self.panels.attacked(key, attack.eps))
+        return (lambda view: [call(view) for call in calls]) if calls else None
+
+    def region_strip(self, protocol, key: str, attack: Attack, device: torch.device) -> None:
+        """The attack's region map after every step on image TEST.vis_regions (its seed is the evaluation's, so the
+        iterates are the evaluation's): regions/<key>_<index>_<stem>.png; nothing for attacks without regions."""
+        history, index = attack.region_history(), self.strip_index
+        if history is None or not 0 <= index < len(self.dataset):
+            return
+        image, label, _ = self.dataset[index]
+        protocol.predict(image[None].to(device), label[None].to(device), [index], attack, on_iterate=history)
+        stem = self.stems[index]
+        title = (f"{key} (eps {attack.eps:.4g}, {attack.steps} steps) on image {index} ({stem}): True / Boundary / "
+                 "False after each step")
+        self.strips.append(save_png(region_strip(history.maps, title),
+                                    self.result_dir / "regions" / f"{key}_{index:05d}_{stem}.png"))

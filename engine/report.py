@@ -1,4 +1,5 @@
-"""What an evaluation writes: metrics.json, and report.md with its bar chart, panels and region strips.
+"""What an evaluation writes: metrics.json's entries (each attack's, SEA's figure, the worst case) and report.md with
+its bar chart, panels and region strips.
 
 report.md states the protocol and threat model in one sentence, then the table of attacks with the worst case (and a
 line per SEA entry with SEA's figure), a bar chart of mIoU per attack, per-class IoU clean and worst case side by
@@ -6,12 +7,87 @@ side, the panels of the first TEST.vis images and RP-PGD's region strips. Every 
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
+import torch
+
+from engine.worst_case import sea_worst_case, stacked_counts, worst_case_choice
 from util.data.datasets import class_names
+from util.evaluation.metrics import SegMetric, scores_from_counts
 from util.outputs import write_json
 from util.visualisation.plots import miou_bars
+
+# ---- metrics.json's entries -----------------------------------------------------------------------------------------
+PER_IMAGE_RULE = ("per image the run with the lowest pixel accuracy: the adversarial images that pictures and "
+                  "the per-image scores show")
+
+
+def choice_scores(metrics: Sequence[SegMetric], keys: Sequence[str], choice: Sequence[int], counts: torch.Tensor,
+                  indices: Sequence[int], what: str) -> dict:
+    """Dataset scores when image j takes metrics[choice[j]], each image's mean IoU under its choice, and which
+    candidate (an "attack" or a "run", `what`) each image takes."""
+    chosen = counts[torch.as_tensor(list(choice), dtype=torch.long), torch.arange(len(indices))].sum(0)  # (3,K)
+    per_image = [metrics[a].per_image[i] for a, i in zip(choice, indices)]
+    return {**scores_from_counts(*chosen), "per_image_miou": [None if math.isnan(v) else v for v in per_image],
+            "images": len(indices), f"per_image_{what}": [keys[a] for a in choice],
+            f"images_per_{what}": {k: list(choice).count(a) for a, k in enumerate(keys)}}
+
+
+SEA_RULE = ("SEA's figure (tools/worse_only.py): the dataset-level worst case over its loss runs; every image starts "
+            "on MCE-Bal, rounds visit the images in a shuffled order (random.Random(225)) and a visit keeps the last "
+            "run, in order from the image's own, that does not raise the dataset mIoU, until a round lowers it by "
+            "at most 1e-6")
+
+
+def sea_entry(runs: dict[str, SegMetric]) -> dict:
+    """SEA's figure over its loss runs (run name -> metric on the same images), for metrics.json: the dataset scores
+    of sea_worst_case's choice (starting on MCE-Bal, or the first run without it), which run each image takes, and
+    every run's own scores."""
+    keys = list(runs)
+    counts, indices = stacked_counts([runs[k] for k in keys])
+    choice, _ = sea_worst_case(counts, keys.index("mce-bal") if "mce-bal" in keys else 0)
+    out = choice_scores([runs[k] for k in keys], keys, choice, counts, indices, "run")
+    out["runs"] = {k: {s: v for s, v in runs[k].summary().items() if s in ("mIoU", "mAcc", "aAcc")} for k in keys}
+    return {"rule": SEA_RULE, **out}
+
+
+def worst_case_entry(metrics: dict[str, SegMetric], starts: Sequence[Sequence[str]] = ()) -> dict | None:
+    """The worst case over attacks evaluated on the same images, for metrics.json (None without attacks).
+
+    The candidates are every attack and every run of an attack that has runs (SEA's losses, named "key/run").
+    starts: further starting choices, a candidate name per image (SEA's own choice), so the result is never above
+    them. "per_image_miou": per image the lowest mean IoU of any candidate (never above any attack's own per-image
+    score); "mIoU", "mAcc", "aAcc", "per_class_iou": the dataset scores when each image takes the candidate of the
+    greedy dataset-level choice ("per_image_attack"), which is at most every single attack's mIoU.
+    """
+    if not metrics:
+        return None
+    candidates: dict[str, SegMetric] = {}
+    for key, metric in metrics.items():
+        candidates[key] = metric
+        candidates.update({f"{key}/{run}": m for run, m in metric.runs.items()})
+    keys = list(candidates)
+    counts, indices = stacked_counts(list(candidates.values()))
+    choice, _ = worst_case_choice(counts, [[keys.index(k) for k in start] for start in starts])
+    out = choice_scores(list(candidates.values()), keys, choice, counts, indices, "attack")
+    per_image = []
+    for i in indices:
+        values = [v for v in (m.per_image[i] for m in candidates.values()) if not math.isnan(v)]
+        per_image.append(min(values) if values else None)  # None: every pixel of the image is ignored
+    return {"attacks": list(metrics), "candidates": keys, **out, "per_image_miou": per_image}
+
+
+def attack_entry(atk, metric: SegMetric) -> dict:
+    """An attack's metrics.json entry. For an attack with separate runs (SEA) the scores are SEA's figure, the
+    dataset-level worst case over its runs ("figure" says how it is computed), and "per_image_choice" holds the
+    scores of the images the attack returns."""
+    entry = {"name": atk.name, "params": atk.params()}
+    if not metric.runs:
+        return {**entry, **metric.summary()}
+    sea = sea_entry(metric.runs)
+    return {**entry, "figure": sea.pop("rule"), **sea, "per_image_choice": {"rule": PER_IMAGE_RULE, **metric.summary()}}
 
 
 def threat_model(protocol: dict, attacks: dict, images: int, split: str) -> str:

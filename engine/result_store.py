@@ -71,3 +71,14 @@ class ShardStore:
 
     def clear(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def evaluation_store(cfg, run: Path, model_path: Path, protocol_description: dict, images: int) -> ShardStore:
+    """Where an evaluation's finished shards are kept (<run>/result/.partial/<digest>/): named by a digest of
+    everything that decides the figures (the checkpoint's bytes, the protocol, the image count, the DATA and TEST
+    settings), not the split into processes (the shards' file names carry it), nor workers or pictures."""
+    settings = {"checkpoint": file_digest(model_path), "protocol": protocol_description, "images": images,
+                "DATA": {k: v for k, v in cfg.DATA.to_dict().items() if k != "workers"},
+                "TEST": {k: v for k, v in cfg.TEST.to_dict().items() if k not in ("workers", "run_name",
+                                                                                   "save_pictures", "model_path")}}
+    return ShardStore(run / "result" / ".partial" / settings_digest(settings))

@@ -1,41 +1,36 @@
-"""The training step (METHOD.md §6) and what it needs: optimizer, scheduler, per-epoch seeding and, for
-adversarial training, the mixed batch. tool_train/train.py and the benchmarks run this one step."""
+"""A training run from its config: data, model, recipe, optimizer, schedule, validation and hooks, wired into a
+Trainer (engine/trainer.py). Every input is checked, and every attack, the protocol and the resume point are built,
+before the run folder is written; `build_trainer` writes config.yaml, train.log's first lines and tensorboard's folder
+only then.
+
+Writes <EXP.root>/<DATA.name>/<EXP.name>/: config.yaml, train.log, tb/, model/last.pth every epoch, model/best.pth
+and model/epoch_<N>.pth every TRAIN.save_freq epochs. TRAIN.resume continues from a checkpoint; with the same
+config, a resumed run reaches the same weights as an uninterrupted one.
+"""
 from __future__ import annotations
 
-import math
-from typing import NamedTuple
+from pathlib import Path
 
-import numpy as np
 import torch
-from torch import nn
+from tensorboardX import SummaryWriter
+from torch.utils.data import Subset
 
-from attack import Attack
-from engine.precision import autocast
-from util.distributed import share_buffers
+from engine.attacks import attack_spec
+from engine.hooks import Checkpointing, Logging, Validation
+from engine.optim import build_optimizer, build_scheduler
+from engine.precision import check_amp, grad_scaler
+from engine.protocols import build_protocol
+from engine.recipes import RECIPES
+from engine.resume import Checkpoints, ResumePoint, resume_point
+from engine.trainer import Trainer
+from model import build_model, to_project_weights
+from util.checkpoint import load_checkpoint, load_model_state
+from util.config import run_dir, save_config
+from util.data.dataset import build_dataset, prepare_on_first_use
+from util.data.loader import make_loader
+from util.distributed import DistEnv, barrier, use_sync_bn, wrap_ddp
 from util.errors import UserError
-from util.loss import segmentation_loss
-
-
-def seed_epoch(seed: int, epoch: int, rank: int) -> None:
-    """Seed torch (dropout, random ops, random starts) from (seed, epoch, rank), so a resumed epoch repeats."""
-    torch.manual_seed(int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0]))
-
-
-def build_optimizer(model: nn.Module, cfg) -> torch.optim.SGD:
-    """SGD with the base lr on the backbone and head_lr_mult x base lr on the heads (model.param_groups())."""
-    t = cfg.TRAIN
-    groups = model.param_groups()
-    backbone, head = groups["backbone"], groups["head"]
-    return torch.optim.SGD(
-        [{"params": backbone, "lr": t.base_lr}, {"params": head, "lr": t.base_lr * t.head_lr_mult}],
-        lr=t.base_lr, momentum=t.momentum, weight_decay=t.weight_decay,
-    )
-
-
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg, max_iter: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Poly decay per iteration: lr x (1 - it / max_iter) ** TRAIN.power."""
-    power = cfg.TRAIN.power
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: max(1 - it / max_iter, 0.0) ** power)
+from util.logger import make_logger
 
 
 def per_process_batch(global_batch: int, world: int) -> int:
@@ -46,68 +41,93 @@ def per_process_batch(global_batch: int, world: int) -> int:
     return global_batch // world
 
 
-def adversarial_count(batch: int, ratio: float) -> int:
-    """How many images of a per-process batch are replaced: ratio x batch rounded half up, at least one."""
-    return min(batch, max(1, math.floor(ratio * batch + 0.5)))
+def build_trainer(cfg, env: DistEnv) -> Trainer:
+    """The Trainer of a config on this process; bad input raises a UserError before anything is written."""
+    t, a = cfg.TRAIN, cfg.ADV_TRAIN
+    per_process = per_process_batch(t.batch_size, env.world)
+    if env.is_main:  # the demo dataset is generated on first use, before the data is checked
+        prepare_on_first_use(cfg, make_logger("train", None))
+    barrier(env)
+    train_set = build_dataset(cfg, "train", train=True)
+    val_set = build_dataset(cfg, "val", train=False)
+    if len(train_set) < t.batch_size:
+        raise UserError(f"TRAIN.batch_size {t.batch_size} exceeds the {len(train_set)} training images")
+    out_dir = run_dir(cfg)
+    loader = make_loader(train_set, per_process, cfg.DATA.workers, env.rank, env.world, True, cfg.EXP.seed,
+                         env.device.type == "cuda")
+    val_loader = make_loader(val_set, cfg.TEST.batch_size, cfg.DATA.workers, env.rank, env.world, False)
+
+    torch.manual_seed(cfg.EXP.seed)  # identical initial weights on every process
+    model = build_model(cfg)
+    if t.weight:  # the network's initial weights (the release's TRAIN.weight); TRAIN.resume then overrides them
+        weights = load_checkpoint(t.weight, key="TRAIN.weight")["model"]
+        load_model_state(model, to_project_weights(weights, cfg, f"checkpoint '{t.weight}'"),
+                         f"TRAIN.weight '{t.weight}'")
+    if use_sync_bn(cfg.DIST.sync_bn, env):
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model.to(env.device)
+    check_amp(t.amp, env.device, "TRAIN.amp")
+    check_amp(cfg.ATTACK.amp, env.device, "ATTACK.amp")
+    scaler = grad_scaler(t.amp, env.device)  # fp16 only
+    # the recipe's attack (on the unwrapped model: it runs in eval mode and restores train mode) and the protocol
+    # are built now, so that a bad name or parameter stops before anything is written
+    recipe = RECIPES.get(a.method)(cfg, model)
+    protocol = build_protocol(cfg, model)  # clean and robust validation
+    robust_attack = robust_loader = None
+    if a.val_attack:
+        robust_attack = protocol.build_attack(attack_spec(a.val_attack, "ADV_TRAIN.val_attack"), cfg)
+        subset = Subset(val_set, range(min(a.val_images or len(val_set), len(val_set))))
+        robust_loader = make_loader(subset, cfg.TEST.batch_size, cfg.DATA.workers, env.rank, env.world, False)
+    optimizer = build_optimizer(model, cfg)
+    max_iter = t.epochs * len(loader)
+    scheduler = build_scheduler(optimizer, cfg, max_iter)
+    start, best = ResumePoint(), {"metric": "robust_mIoU" if robust_attack else "mIoU", "value": None, "epoch": None}
+    resume = t.resume
+    if resume == "auto":  # the newest complete checkpoint: last.pth is only ever replaced whole
+        resume = str(out_dir / "model" / "last.pth") if (out_dir / "model" / "last.pth").is_file() else ""
+    if resume:
+        state = load_checkpoint(resume, key="TRAIN.resume")
+        load_model_state(model, state["model"], f"TRAIN.resume '{resume}'")
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        start = resume_point(state, env, len(loader), f"TRAIN.resume '{resume}'")
+        best = state.get("best", best)
+
+    # inputs are all checked: now the run folder is written
+    if env.is_main:
+        (out_dir / "model").mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out_dir / "config.yaml")
+    logger = make_logger("train", out_dir / "train.log", enabled=env.is_main)
+    log_start(logger, cfg, env, out_dir, resume, start, recipe.describe(per_process), robust_attack, robust_loader,
+              protocol.name)
+    logger.info(f"{len(train_set)} training images, {len(val_set)} validation images, {len(loader)} iterations per "
+                f"epoch, {max_iter} in all")
+    writer = SummaryWriter(str(out_dir / "tb")) if env.is_main else None
+    hooks = [Logging(logger, writer, t.print_freq),
+             Validation(protocol, val_loader, robust_loader, robust_attack, cfg, logger, writer),
+             Checkpointing(t.save_iters, t.save_freq, logger)]
+    net = wrap_ddp(model, env)  # `net` trains; `model` (the same weights) is attacked, validated and saved
+    checkpoints = Checkpoints(model, optimizer, scheduler, env, out_dir / "model", scaler)
+    return Trainer(net, model, recipe, loader, optimizer, scheduler, env, t.epochs, cfg.EXP.seed, checkpoints, hooks,
+                   scaler, start, best, cfg.DATA.ignore_index)
 
 
-def adversarial_batch(attack: Attack, images: torch.Tensor, labels: torch.Tensor, ratio: float,
-                      composition: str = "attacked") -> tuple[torch.Tensor, torch.Tensor, int]:
-    """The training batch with adversarial_count(N, ratio) images replaced by adversarial versions, those first.
-
-    composition "attacked": only the replaced images (the first ones) are attacked. "release": as the RP-PGD
-    release, the whole batch is attacked and the adversarial versions of its second half (images N//2 ..) are
-    kept beside the clean first half, so with batch-pooled attack terms a kept image depends on the discarded
-    ones (ratio must be 0.5). The attack runs in eval mode (BN running statistics and dropout untouched) and
-    restores every module's mode. Returns the batch (N,3,H,W), its labels (N,H,W) and the number of adversarial
-    images at its front.
-    """
-    if composition == "release":
-        half = len(images) // 2
-        adv = attack(images, labels)
-        return torch.cat([adv[half:], images[:half]]), torch.cat([labels[half:], labels[:half]]), len(images) - half
-    n_adv = adversarial_count(len(images), ratio)
-    adv = attack(images[:n_adv], labels[:n_adv])
-    return torch.cat([adv, images[n_adv:]]), labels, n_adv
-
-
-class StepResult(NamedTuple):
-    logits: torch.Tensor      # (N,K,H,W) detached, of the batch as trained (adversarial images first)
-    labels: torch.Tensor      # (N,H,W) in the same order
-    main_loss: torch.Tensor   # detached
-    aux_loss: torch.Tensor    # detached
-    n_adv: int                # adversarial images at the front
-
-
-def train_step(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, optimizer: torch.optim.Optimizer,
-               scheduler, cfg, attack: Attack | None = None, scaler: torch.amp.GradScaler | None = None
-               ) -> StepResult:
-    """One optimisation step on a batch (N,3,H,W): CE(main) + TRAIN.aux_weight x CE(aux), adversarial when
-    `attack` is given (built on the unwrapped model; ADV_TRAIN.adv_ratio of the batch is replaced). The attack and
-    the forward pass run under TRAIN.amp's autocast (engine/precision.py); `scaler` (fp16) scales the loss.
-
-    Returns a StepResult: the batch as trained (its adversarial images first, see adversarial_batch). Under DDP
-    every process then takes rank 0's BatchNorm statistics (what DDP broadcasts before the next forward anyway),
-    so the next attack, a validation and a checkpoint see one model on every process, and a resumed run continues
-    exactly.
-    """
-    n_adv = 0
-    with autocast(cfg.TRAIN.amp, images.device):
-        if attack is not None:
-            images, labels, n_adv = adversarial_batch(attack, images, labels, cfg.ADV_TRAIN.adv_ratio,
-                                                      cfg.ADV_TRAIN.composition)
-        out = net(images, return_dict=True)
-        main_loss = segmentation_loss(out["out"], labels, cfg.DATA.ignore_index)
-        aux_loss = segmentation_loss(out["aux"], labels, cfg.DATA.ignore_index)
-        loss = main_loss + cfg.TRAIN.aux_weight * aux_loss
-    optimizer.zero_grad(set_to_none=True)
-    if scaler is None:
-        loss.backward()
-        optimizer.step()
-    else:
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-    scheduler.step()
-    share_buffers(net)
-    return StepResult(out["out"].detach(), labels, main_loss.detach(), aux_loss.detach(), n_adv)
+def log_start(logger, cfg, env: DistEnv, out_dir: Path, resume: str, start: ResumePoint, recipe: str, robust_attack,
+              robust_loader, protocol: str) -> None:
+    """The first lines of train.log: where, on what, from where, how."""
+    logger.info(f"run folder {out_dir}; {env.world} process(es) on {env.device.type}")
+    if cfg.TRAIN.weight:
+        logger.info(f"network initialised from TRAIN.weight {cfg.TRAIN.weight}")
+    if resume:
+        logger.info(f"resumed from {resume} after epoch {start.epoch}"
+                    + (f" and {start.iteration} iteration(s) of epoch {start.epoch + 1}" if start.iteration else ""))
+    if env.distributed and not use_sync_bn(cfg.DIST.sync_bn, env):
+        logger.info(f"SyncBatchNorm off (DIST.sync_bn {cfg.DIST.sync_bn}"
+                    + (": it needs CUDA" if env.device.type != "cuda" else "") + "): each process normalises its "
+                    "own part of the batch")
+    logger.info(recipe)
+    if robust_attack is not None:
+        logger.info(f"robust validation on {len(robust_loader.dataset)} images: {robust_attack!r}, protocol "
+                    f"{protocol}; model/best.pth by robust mIoU")

@@ -1,4 +1,4 @@
-"""The worst case over several attacks (METHOD.md §5): per image, greedily for the dataset mIoU, and SEA's own.
+"""The worst case over several attacks (docs/method.md §5): per image, greedily for the dataset mIoU, and SEA's own.
 
 Robust evaluation keeps, for every attack and image, the per-class counts (true positives, label pixels,
 predicted pixels), which is all a dataset mIoU needs. The dataset-level worst case chooses one attack per
@@ -7,7 +7,8 @@ attack for all images and any choice the caller adds (SEA's), so it is never abo
 single images to another attack, each time the switch that lowers the dataset mIoU most, while the mIoU drops.
 
 SEA's reported figure (`sea_worst_case`) is its own greedy search over its loss runs, as the authors'
-`tools/worse_only.py` computes it.
+`tools/worse_only.py` computes it. This module computes choices; engine/report.py turns them into metrics.json's
+entries.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from util.evaluation.metrics import SegMetric, miou_from_counts, scores_from_counts
+from util.evaluation.metrics import SegMetric, miou_from_counts
 
 
 def dataset_miou(tp: torch.Tensor, gt: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
@@ -140,58 +141,3 @@ def stacked_counts(metrics: Sequence[SegMetric]) -> tuple[torch.Tensor, list[int
     """The per-image counts (A,N,3,K) of metrics evaluated on the same images, and those images' dataset indices."""
     indices = sorted(metrics[0].per_image_counts)
     return torch.stack([torch.stack([m.per_image_counts[i] for i in indices]) for m in metrics]), indices
-
-
-def choice_scores(metrics: Sequence[SegMetric], keys: Sequence[str], choice: Sequence[int], counts: torch.Tensor,
-                  indices: Sequence[int], what: str) -> dict:
-    """Dataset scores when image j takes metrics[choice[j]], each image's mean IoU under its choice, and which
-    candidate (an "attack" or a "run", `what`) each image takes."""
-    chosen = counts[torch.as_tensor(list(choice), dtype=torch.long), torch.arange(len(indices))].sum(0)  # (3,K)
-    per_image = [metrics[a].per_image[i] for a, i in zip(choice, indices)]
-    return {**scores_from_counts(*chosen), "per_image_miou": [None if math.isnan(v) else v for v in per_image],
-            "images": len(indices), f"per_image_{what}": [keys[a] for a in choice],
-            f"images_per_{what}": {k: list(choice).count(a) for a, k in enumerate(keys)}}
-
-
-SEA_RULE = ("SEA's figure (tools/worse_only.py): the dataset-level worst case over its loss runs; every image starts "
-            "on MCE-Bal, rounds visit the images in a shuffled order (random.Random(225)) and a visit keeps the last "
-            "run, in order from the image's own, that does not raise the dataset mIoU, until a round lowers it by "
-            "at most 1e-6")
-
-
-def sea_summary(runs: dict[str, SegMetric]) -> dict:
-    """SEA's figure over its loss runs (run name -> metric on the same images), for metrics.json: the dataset scores
-    of sea_worst_case's choice (starting on MCE-Bal, or the first run without it), which run each image takes, and
-    every run's own scores."""
-    keys = list(runs)
-    counts, indices = stacked_counts([runs[k] for k in keys])
-    choice, _ = sea_worst_case(counts, keys.index("mce-bal") if "mce-bal" in keys else 0)
-    out = choice_scores([runs[k] for k in keys], keys, choice, counts, indices, "run")
-    out["runs"] = {k: {s: v for s, v in runs[k].summary().items() if s in ("mIoU", "mAcc", "aAcc")} for k in keys}
-    return {"rule": SEA_RULE, **out}
-
-
-def worst_case_summary(metrics: dict[str, SegMetric], starts: Sequence[Sequence[str]] = ()) -> dict | None:
-    """The worst case over attacks evaluated on the same images, for metrics.json (None without attacks).
-
-    The candidates are every attack and every run of an attack that has runs (SEA's losses, named "key/run").
-    starts: further starting choices, a candidate name per image (SEA's own choice), so the result is never above
-    them. "per_image_miou": per image the lowest mean IoU of any candidate (never above any attack's own per-image
-    score); "mIoU", "mAcc", "aAcc", "per_class_iou": the dataset scores when each image takes the candidate of the
-    greedy dataset-level choice ("per_image_attack"), which is at most every single attack's mIoU.
-    """
-    if not metrics:
-        return None
-    candidates: dict[str, SegMetric] = {}
-    for key, metric in metrics.items():
-        candidates[key] = metric
-        candidates.update({f"{key}/{run}": m for run, m in metric.runs.items()})
-    keys = list(candidates)
-    counts, indices = stacked_counts(list(candidates.values()))
-    choice, _ = worst_case_choice(counts, [[keys.index(k) for k in start] for start in starts])
-    out = choice_scores(list(candidates.values()), keys, choice, counts, indices, "attack")
-    per_image = []
-    for i in indices:
-        values = [v for v in (m.per_image[i] for m in candidates.values()) if not math.isnan(v)]
-        per_image.append(min(values) if values else None)  # None: every pixel of the image is ignored
-    return {"attacks": list(metrics), "candidates": keys, **out, "per_image_miou": per_image}

@@ -5,6 +5,7 @@ import pytest
 from tiny_models import TinySeg
 
 from engine.attacks import attack_list, attack_spec, build_from_spec
+from engine.recipes import RECIPES
 from util.config import load_config
 from util.errors import UserError
 
@@ -58,8 +59,9 @@ def test_adv_train_and_attack_config_keys(tmp_path):
     assert cfg.ATTACK.protocol == "legacy" and cfg.ADV_TRAIN.adv_ratio == 0.5
     default = load_config(tmp_path / "c.yaml", ["ADV_TRAIN.attack", "{name: pgd}"]).ADV_TRAIN.attack
     assert default == {"name": "pgd"}, "a whole mapping replaces the spec"
-    for overrides, message in ((["ADV_TRAIN.method", "pgd-at"], "ADV_TRAIN.method must be one of"),
-                               (["ADV_TRAIN.adv_ratio", "0"], "adv_ratio"),
+    with pytest.raises(UserError, match="ADV_TRAIN.method must be one of at, none, release; got 'pgd-at'"):
+        RECIPES.get(load_config(path, ["ADV_TRAIN.method", "pgd-at"]).ADV_TRAIN.method)  # the recipe registry
+    for overrides, message in ((["ADV_TRAIN.adv_ratio", "0"], "adv_ratio"),
                                (["ATTACK.attacks", "[pgd]"], "ATTACK.attacks must be a list of mappings"),
                                (["ADV_TRAIN.attack", "3"], "ADV_TRAIN.attack must be a mapping"),
                                (["ADV_TRAIN.epochs.x", "3"], "unknown key 'ADV_TRAIN.epochs'"),

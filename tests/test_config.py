@@ -106,7 +106,7 @@ def test_the_release_recipe_config():
     from engine.attacks import attack_spec, build_from_spec
     cfg = load_config(ROOT / "config/voc2012/voc2012_pspnet50_sat_release.yaml")
     a = cfg.ADV_TRAIN
-    assert (a.composition, a.adv_ratio, a.val_attack, cfg.DIST.sync_bn) == ("release", 0.5, {}, "false")
+    assert (a.method, a.adv_ratio, a.val_attack, cfg.DIST.sync_bn) == ("release", 0.5, {}, "false")
     atk = build_from_spec(attack_spec(a.attack, "ADV_TRAIN.attack"), TinySeg(), cfg)
     assert atk.variant == "release" and atk.alpha == pytest.approx(0.01) and atk.steps == 3 and atk.pool == "batch"
     assert (cfg.TRAIN.batch_size, cfg.TRAIN.epochs, cfg.TRAIN.crop_size) == (16, 50, [473, 473])

@@ -6,8 +6,9 @@ import torch
 from tiny_models import TinySeg
 
 from attack import build_attack
+from engine.optim import build_optimizer, build_scheduler
 from engine.passes import PassCounter
-from engine.training import build_optimizer, build_scheduler, train_step
+from engine.recipes import AdversarialTraining
 from model import build_model
 
 
@@ -50,6 +51,6 @@ def test_the_hooks_come_off_and_count_parameter_gradients(tiny_cfg):
     attack = build_attack("pgd", net, eps=0.03, alpha=0.01, steps=2)
     x, y = batch(4, 33)
     with PassCounter(net) as step:
-        train_step(net, x, y, optimizer, scheduler, cfg, attack)
+        AdversarialTraining(cfg, net, attack).step(net, x, y, optimizer, scheduler)
     assert (step.forward, step.backward) == (3, 3), "two attack steps on half the batch, then one training pass"
     assert step.forward_samples == 2 + 2 + 4

@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from attack import PGD, build_attack
+from engine.optim import build_optimizer, build_scheduler
 from engine.passes import PassCounter, check_passes
 from engine.precision import autocast, check_amp, grad_scaler
 from engine.protocols import build_protocol
-from engine.training import build_optimizer, build_scheduler, train_step
+from engine.recipes import AdversarialTraining
 from model import build_model
 from util.errors import UserError
 
@@ -142,7 +143,7 @@ def test_a_bf16_training_step_trains_and_repeats(tiny_cfg):
         scheduler = build_scheduler(optimizer, cfg, 10)
         attack = build_attack("rppgd++", net, eps=0.03, alpha=0.01, steps=2, seed=0)
         before = {k: v.detach().clone() for k, v in net.state_dict().items()}
-        step = train_step(net, x, y, optimizer, scheduler, cfg, attack)
+        step = AdversarialTraining(cfg, net, attack).step(net, x, y, optimizer, scheduler)
         assert torch.isfinite(step.main_loss) and step.n_adv == 2
         results.append({k: v.detach().clone() for k, v in net.state_dict().items()})
         assert not torch.equal(before["head.5.weight"], results[-1]["head.5.weight"]), "the step trains"

@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from engine.worst_case import sea_summary, sea_worst_case, worst_case_choice, worst_case_miou, worst_case_summary
+from engine.report import sea_entry, worst_case_entry
+from engine.worst_case import sea_worst_case, worst_case_choice, worst_case_miou
 from util.evaluation.metrics import SegMetric, scores, scores_from_counts
 
 
@@ -106,7 +107,7 @@ def test_worst_case_is_per_image_and_below_every_attack():
     for k, noise in (("a", 0.3), ("b", 0.5), ("c", 0.4)):
         flip = torch.rand(labels.shape, generator=g) < noise
         metrics[k] = metric_of(torch.where(flip, torch.randint(0, 4, labels.shape, generator=g), labels), labels)
-    wc = worst_case_summary(metrics)
+    wc = worst_case_entry(metrics)
     for i in range(6):
         assert wc["per_image_miou"][i] == min(m.per_image[i] for m in metrics.values())
     for m in metrics.values():
@@ -114,7 +115,7 @@ def test_worst_case_is_per_image_and_below_every_attack():
     chosen = sum(metrics[k].per_image_counts[i] for i, k in enumerate(wc["per_image_attack"]))
     assert math.isclose(wc["aAcc"], int(chosen[0].sum()) / int(chosen[1].sum()))
     assert sum(wc["images_per_attack"].values()) == 6 and wc["attacks"] == ["a", "b", "c"]
-    assert worst_case_summary({}) is None
+    assert worst_case_entry({}) is None
 
 
 # ---- SEA's own worst case (tools/worse_only.py) ------------------------------------------------------------
@@ -191,7 +192,7 @@ def sea_runs(seed: int) -> tuple[dict, dict, torch.Tensor]:
 
 def test_sea_summary_and_the_overall_worst_case_over_its_runs():
     runs, preds, labels = sea_runs(1)
-    sea = sea_summary(runs)
+    sea = sea_entry(runs)
     assert set(sea["runs"]) == {"mce-bal", "mce", "js"} and sea["images"] == 6
     chosen = sum(runs[r].per_image_counts[i] for i, r in enumerate(sea["per_image_run"]))
     assert sea["mIoU"] == pytest.approx(scores_from_counts(*chosen)["mIoU"])
@@ -201,7 +202,7 @@ def test_sea_summary_and_the_overall_worst_case_over_its_runs():
     entry = metric_of(torch.stack([preds[r][i] for i, r in enumerate(best)]), labels)
     entry.runs = runs
     other = sea_runs(2)[0]["mce"]  # another attack on the same images
-    wc = worst_case_summary({"pgd": other, "sea": entry}, starts=[[f"sea/{r}" for r in sea["per_image_run"]]])
+    wc = worst_case_entry({"pgd": other, "sea": entry}, starts=[[f"sea/{r}" for r in sea["per_image_run"]]])
     assert wc["attacks"] == ["pgd", "sea"]
     assert wc["candidates"] == ["pgd", "sea", "sea/mce-bal", "sea/mce", "sea/js"]
     assert wc["mIoU"] <= sea["mIoU"] + 1e-12

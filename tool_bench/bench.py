@@ -13,9 +13,9 @@ warm-up that also measures each entry's peak memory, it times:
   start of a call (a random start, APGD's judgement of its start point) is its own column ("fixed s"); the
   forward and backward passes of the --steps call are counted with module hooks (engine.passes) and a call that
   makes more than its definition needs stops the benchmark;
-- one clean training step and one adversarial training step (engine.training.train_step with the config's
-  optimizer, ADV_TRAIN attack and adv_ratio) on a random batch of --train-batch x --train-size (default:
-  TRAIN.batch_size per process and TRAIN.crop_size);
+- one clean training step and one adversarial training step (the recipes none and, with the config's ADV_TRAIN attack
+  and adv_ratio, ADV_TRAIN.method or else at; the config's optimizer) on a random batch of --train-batch x
+  --train-size (default: TRAIN.batch_size per process and TRAIN.crop_size);
 - one image of --eval-size evaluated under ATTACK.protocol: clean, and under PGD with --steps steps, against one
   forward+backward of that image through the same inference (the protocol's attack target);
 - a batch of the training data loader (DATA.workers workers), when the dataset is there.
@@ -42,11 +42,12 @@ import torch
 import torch.nn.functional as F
 
 from attack import attack_parameters, build_attack
-from engine.attacks import AttackSpec, attack_spec, build_from_spec
+from engine.attacks import AttackSpec
+from engine.optim import build_optimizer, build_scheduler
 from engine.passes import PassCounter, check_passes
 from engine.precision import autocast, check_amp
 from engine.protocols import build_protocol
-from engine.training import build_optimizer, build_scheduler, train_step
+from engine.recipes import RECIPES
 from model import build_model
 from util.config import load_config
 from util.data.dataset import build_dataset
@@ -150,17 +151,18 @@ def attack_entries(names: str, model, images, labels, cfg, steps: int, amp: str)
 
 
 def training_entries(cfg, device: torch.device, batch: int, size: tuple[int, int]) -> list[Entry]:
-    """A clean and an adversarial training step (train_step, under TRAIN.amp) on one random batch, with a model of
-    their own."""
+    """A clean and an adversarial training step (the recipes' step, under TRAIN.amp) on one random batch, with a model
+    of their own; the adversarial one is ADV_TRAIN.method's recipe, or at when the config trains clean."""
     torch.manual_seed(cfg.EXP.seed)
     model = build_model(cfg, backbone_weights=False).to(device).train()
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, max_iter=10 ** 6)
-    attack = build_from_spec(attack_spec(cfg.ADV_TRAIN.attack, "ADV_TRAIN.attack"), model, cfg)
+    clean = RECIPES.get("none")(cfg, model)
+    adversarial = RECIPES.get(cfg.ADV_TRAIN.method if cfg.ADV_TRAIN.method != "none" else "at")(cfg, model)
     images, labels = random_batch(batch, *size, cfg.DATA.classes, cfg.DATA.ignore_index, device, seed=1)
-    return [Entry("clean training step", lambda: train_step(model, images, labels, optimizer, scheduler, cfg),
+    return [Entry("clean training step", lambda: clean.step(model, images, labels, optimizer, scheduler),
                   images=batch),
-            Entry("AT training step", lambda: train_step(model, images, labels, optimizer, scheduler, cfg, attack),
+            Entry("AT training step", lambda: adversarial.step(model, images, labels, optimizer, scheduler),
                   reference="clean training step", images=batch)]
 
 

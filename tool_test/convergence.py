@@ -6,11 +6,11 @@
 
 Loads TEST.model_path (default: the run's model/last.pth) and attacks the first --images images of DATA.val_list
 under ATTACK.protocol (the demo configs: `full` with TEST.mode whole, i.e. whole images), in batches of
-TEST.batch_size, on one process, through the same evaluation loop and protocols as tool_test/test.py: random
+TEST.batch_size, on one process, through the robustness evaluation of tool_test/test.py (engine/robustness.py): random
 starts are seeded per image from (ATTACK.seed, dataset index). The PGD family (BIM, PGD, SegPGD, CosPGD,
 RP-PGD and RP-PGD++ in both variants, and RP-PGD++ with the region loss only) runs once per budget T in
 --steps, since SegPGD's and RP-PGD's schedules depend on T; APGD with each loss and SEA run at their own budgets.
-Writes <run>/result/convergence/: convergence.csv (mIoU after every step of every run, each run's result and, for
+Writes <run>/result/convergence/: the evaluation's metrics.json and report.md (every run an entry), convergence.csv (mIoU after every step of every run, each run's result and, for
 SEA, its own figure: the dataset-level worst case over its loss runs),
 convergence.md (the tables), convergence.json (every attack's parameters and scores) and the plots beside them:
 convergence.png (mIoU against the step for every attack at its largest budget, each attack's final figure marked)
@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import shutil
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,13 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 from torch.utils.data import Subset
-from tqdm import tqdm
 
 from engine.attacks import AttackSpec
-from engine.evaluation import evaluate
-from engine.protocols import build_protocol
+from engine.robustness import RobustnessEvaluation
 from engine.trained_model import load_trained_model
-from engine.worst_case import sea_summary
 from util.config import load_config, run_dir, save_config
 from util.data.dataset import build_dataset, prepare_on_first_use
 from util.data.loader import make_loader
@@ -44,7 +39,7 @@ from util.distributed import single_process
 from util.errors import UserError, run_cli
 from util.evaluation.metrics import confusion_matrix, scores
 from util.logger import make_logger
-from util.outputs import new_result_dir, write_json
+from util.outputs import write_json
 from util.visualisation.plots import step_curves
 
 
@@ -150,7 +145,6 @@ def parse(argv: list[str] | None):
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
     cfg = load_config(args.config, args.overrides)
-    out_dir = run_dir(cfg)
     env = single_process()
     trained = load_trained_model(cfg, env.device)
     logger = make_logger("convergence", None)
@@ -158,37 +152,33 @@ def main(argv: list[str] | None = None) -> None:
     dataset = build_dataset(cfg, "val", train=False)
     dataset = Subset(dataset, range(min(args.images, len(dataset))))
     loader = make_loader(dataset, cfg.TEST.batch_size, cfg.TEST.workers, env.rank, env.world, train=False)
-    protocol = build_protocol(cfg, trained.model)
     rows = study_rows(args)
+    runs = {f"{row.label} T={t}": (row, t) for row in rows for t in row.budgets}
+    specs = [AttackSpec(row.name, key, {**row.params, "steps": t}, "convergence row") for key, (row, t) in runs.items()]
+    evaluation = RobustnessEvaluation(cfg, trained.model, specs, env)
     k = cfg.DATA.classes
-    clean_cm = evaluate(protocol, loader, env, k, desc="clean").cm
-    result_dir = new_result_dir(out_dir / "result", "convergence")
-    try:
-        runs = [(row, t) for row in rows for t in row.budgets]
-        for row, t in tqdm(runs, desc="attacks"):
-            spec = AttackSpec(row.name, row.label, {**row.params, "steps": t}, "convergence row")
-            atk = protocol.build_attack(spec, cfg)
-            row.configs[t] = atk.config()
 
-            def on_iterate(step: int, logits: torch.Tensor, y: torch.Tensor, row=row, t=t) -> None:
-                key = (t, step)
-                cm = confusion_matrix(logits.argmax(1), y, k, cfg.DATA.ignore_index)
-                row.per_step[key] = row.per_step.get(key, 0) + cm
+    def on_iterate(key: str):
+        row, t = runs[key]
+        if row.name == "sea":  # SEA's runs are traced per run, not as one sequence of iterates
+            return None
 
-            start = time.time()
-            metric = evaluate(protocol, loader, env, k, attack=atk, desc=f"{row.label} T={t}",
-                              on_iterate=None if row.name == "sea" else on_iterate)
-            row.seconds[t] = time.time() - start
-            row.result[t] = metric.cm
-            if metric.runs:
-                row.figure[t] = sea_summary(metric.runs)
-            logger.info(f"{row.label} T={t}: mIoU {percent(row.result[t])} ({row.seconds[t]:.0f} s)")
-        write_outputs(result_dir, rows, clean_cm, args, len(dataset), trained.path, cfg, protocol.describe())
-    except BaseException:
-        shutil.rmtree(result_dir, ignore_errors=True)  # nothing half-written
-        raise
-    print((result_dir / "convergence.md").read_text())
-    print(f"wrote {result_dir}")
+        def record(step: int, logits: torch.Tensor, y: torch.Tensor) -> None:
+            cm = confusion_matrix(logits.argmax(1), y, k, cfg.DATA.ignore_index)
+            row.per_step[(t, step)] = row.per_step.get((t, step), 0) + cm
+        return record
+    result = evaluation.run(loader, run_dir(cfg) / "result", "convergence", model_path=trained.path,
+                            epoch=trained.epoch, on_iterate=on_iterate, logger=logger)
+    for key, (row, t) in runs.items():
+        row.configs[t], row.seconds[t] = evaluation.attacks[key].config(), result.seconds[key]
+        row.result[t] = result.attacks[key].cm
+        entry = result.entries["attacks"][key]
+        if "figure" in entry:  # SEA: its own figure, the dataset-level worst case over its loss runs
+            row.figure[t] = {"rule": entry["figure"], **{s: entry[s] for s in ("mIoU", "mAcc", "aAcc", "runs")}}
+    write_outputs(result.result_dir, rows, result.clean.cm, args, len(dataset), trained.path, cfg,
+                  evaluation.protocol.describe())
+    print((result.result_dir / "convergence.md").read_text())
+    print(f"wrote {result.result_dir}")
 
 
 def write_outputs(result_dir: Path, rows: list[Row], clean_cm, args, images: int, model_path: Path, cfg,

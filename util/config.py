@@ -136,6 +136,8 @@ def _merge(into: dict[str, dict], new: dict[str, Any], source: str) -> None:
                             f"attack spec, ADV_TRAIN.attack {_spec_text(values.get('attack'), values['params'])} "
                             f"(override one entry with ADV_TRAIN.attack.steps 7)")
         for key, value in values.items():
+            if f"{section}.{key}" in _GONE:
+                raise UserError(f"{source}: {section}.{key} is gone: {_GONE[f'{section}.{key}']}")
             if key not in DEFAULTS[section]:
                 raise UserError(
                     f"{source}: unknown key '{section}.{key}'{_suggest(key, DEFAULTS[section], section)}"
@@ -194,6 +196,10 @@ def _coerce(name: str, value: Any, default: Any, source: str) -> Any:
     raise AssertionError(f"schema default of {name} has unsupported type {kind}")
 
 
+# keys of earlier releases, with what replaces them
+_GONE = {"ADV_TRAIN.composition": "the batch composition is part of the training recipe: ADV_TRAIN.method release "
+                                  "(the RP-PGD release's composition) or ADV_TRAIN.method at (only the replaced images "
+                                  "attacked)"}
 _SQUARE = {"TRAIN.crop_size", "TEST.crop_size"}
 _ATTACK_SPECS = {"ADV_TRAIN.attack", "ADV_TRAIN.val_attack"}  # read by engine/attacks.py like ATTACK.attacks
 _MAPPINGS = {"ATTACK.attacks"}  # lists of mappings
@@ -272,9 +278,6 @@ def _check_values(cfg: Config) -> None:
                         f"got {size}")
     if not 0 < cfg.ADV_TRAIN.adv_ratio <= 1:
         raise UserError(f"ADV_TRAIN.adv_ratio must be in (0, 1], got {cfg.ADV_TRAIN.adv_ratio}")
-    if cfg.ADV_TRAIN.composition == "release" and cfg.ADV_TRAIN.adv_ratio != 0.5:
-        raise UserError(f"ADV_TRAIN.composition release keeps the adversarial second half of the batch: it needs "
-                        f"ADV_TRAIN.adv_ratio 0.5, got {cfg.ADV_TRAIN.adv_ratio}")
     if cfg.ADV_TRAIN.val_images < 0 or cfg.TEST.num_images < 0 or cfg.TEST.vis < 0:
         raise UserError("ADV_TRAIN.val_images, TEST.num_images and TEST.vis must be >= 0")
     if cfg.TEST.vis_regions < -1:

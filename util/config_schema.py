@@ -49,6 +49,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "rotate_prob": 0.5,
         "blur_prob": 0.5,
         "flip_prob": 0.5,
+        "optimizer": "sgd",  # an optimizer of engine.optim.OPTIMIZERS over the model's backbone and head groups
+        "scheduler": "poly",  # a schedule of engine.optim.SCHEDULERS, stepped once per iteration
         "base_lr": 0.01,
         "head_lr_mult": 10.0,
         "momentum": 0.9,
@@ -93,15 +95,14 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "vis_regions": -1,
     },
     "ADV_TRAIN": {
-        "method": "none",  # none: clean training | at: adversarial training (METHOD.md §6)
+        # the training recipe of engine.recipes.RECIPES: none (clean training) | at (adversarial training,
+        # docs/method.md §6) | release (the RP-PGD release's composition: the whole per-process batch attacked, its
+        # batch-pooled terms then seeing every image, and the adversarial second half kept; needs adv_ratio 0.5)
+        "method": "none",
         # the training attack, an attack spec {name: registry name, <build_attack parameters>} (absent parameters
         # take the attack's defaults); override one entry with ADV_TRAIN.attack.steps 7
         "attack": {"name": "rppgd++", "eps": 0.03, "alpha": 0.01, "steps": 3, "random_start": True},
         "adv_ratio": 0.5,  # fraction of each per-process batch replaced by its adversarial version (0, 1]
-        # attacked: only the images that are replaced are attacked | release: the RP-PGD release's composition,
-        # the whole per-process batch attacked (its batch-pooled terms then see every image) and the adversarial
-        # second half kept (needs adv_ratio 0.5)
-        "composition": "attacked",
         # robust validation, which then chooses model/best.pth: an attack spec {name: pgd, eps: 0.03, ...}; {} is off
         "val_attack": {},
         "val_images": 32,  # robust validation runs on the first N validation images (0: all)
@@ -128,8 +129,6 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 CHOICES: dict[str, tuple[Any, ...]] = {
     "TEST.split": ("val", "train"),
     "TEST.mode": ("whole", "slide"),
-    "ADV_TRAIN.method": ("none", "at"),
-    "ADV_TRAIN.composition": ("attacked", "release"),
     "TRAIN.amp": ("none", "bf16", "fp16"),
     "ATTACK.amp": ("none", "bf16", "fp16"),
     "DIST.backend": ("auto", "nccl", "gloo"),
