@@ -368,7 +368,7 @@ def test_an_attack_says_which_images_turned_non_finite(name):
 def test_evaluation_names_the_dataset_images_of_a_non_finite_attack():
     from engine.attacks import AttackSpec
     from engine.evaluation import evaluate
-    from engine.protocols import Full
+    from engine.protocols.full import Full
     from util.config import load_config
     protocol = Full(Exploding(), {"mode": "whole", "crop": (8, 8), "stride_rate": 1.0, "mean": (0.5,) * 3,
                                   "base_size": 0})

@@ -118,7 +118,7 @@ def released_script(model, image, label, s, scales=(1.0,), resize=None, attack=N
 
 
 def legacy(model, s, scales=(1.0,), resize=(), seed=0):
-    return PROTOCOLS["legacy"](model, s, seed, 255, scales, resize)
+    return PROTOCOLS.get("legacy")(model, s, seed, 255, scales, resize)
 
 
 CASES = [  # (h, w, base_size, scales, resize): landscape, portrait, padded, multi-scale, Cityscapes' first resize

@@ -108,7 +108,7 @@ def test_region_history_is_the_attacks_own_regions():
     y[:, :4] = 255
     settings = {"mode": "whole", "crop": (32, 32), "stride_rate": 2 / 3, "mean": (0.485, 0.456, 0.406),
                 "base_size": 0}
-    protocol = PROTOCOLS["full"](model, settings, seed=1)
+    protocol = PROTOCOLS.get("full")(model, settings, seed=1)
     cfg = load_config(ROOT / "config/demo/demo_pspnet18.yaml")
     atk = protocol.build_attack(AttackSpec("rppgd++", "rppgd++", {"eps": 0.1, "alpha": 0.05, "steps": 4}, "t"), cfg)
     history = RegionHistory(0, 255)

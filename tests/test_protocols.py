@@ -21,7 +21,7 @@ MEAN = (0.485, 0.456, 0.406)
 
 
 def make(name, model, s, seed=0) -> Protocol:
-    return PROTOCOLS[name](model, s, seed)
+    return PROTOCOLS.get(name)(model, s, seed)
 
 
 def spec(name, **params) -> AttackSpec:
@@ -157,10 +157,10 @@ def test_protocol_checks_its_settings(model, tiny_cfg):
     with pytest.raises(ValueError, match="TEST.base_size"):
         make("legacy", model, settings())
     with pytest.raises(ValueError, match="TEST.scales .* protocol full predicts at one scale"):
-        PROTOCOLS["full"](model, settings(), scales=(0.5, 1.0))
+        PROTOCOLS.get("full")(model, settings(), scales=(0.5, 1.0))
     with pytest.raises(ValueError, match="square"):
         make("center", model, settings(mode="whole", crop=(32, 48)))
-    with pytest.raises(UserError, match="ATTACK.protocol must be one of full, legacy, center"):
+    with pytest.raises(UserError, match="ATTACK.protocol must be one of center, full, legacy"):
         build_protocol(tiny_cfg("ATTACK.protocol", "tiled"), model)
     with pytest.raises(UserError, match=r"ATTACK.protocol: protocol center .* square .* \[32, 48\]"):
         build_protocol(tiny_cfg("ATTACK.protocol", "center", "TEST.crop_size", "[32,48]"), model)

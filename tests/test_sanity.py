@@ -9,7 +9,7 @@ from torch import nn
 from conftest import ROOT
 from engine.attacks import AttackSpec
 from engine.evaluation import evaluate
-from engine.protocols import Full
+from engine.protocols.full import Full
 from engine.sanity import attack_above_clean_warnings
 from util.config import load_config
 from util.distributed import single_process

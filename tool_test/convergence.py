@@ -10,11 +10,11 @@ TEST.batch_size, on one process, through the robustness evaluation of tool_test/
 starts are seeded per image from (ATTACK.seed, dataset index). The PGD family (BIM, PGD, SegPGD, CosPGD,
 RP-PGD and RP-PGD++ in both variants, and RP-PGD++ with the region loss only) runs once per budget T in
 --steps, since SegPGD's and RP-PGD's schedules depend on T; APGD with each loss and SEA run at their own budgets.
-Writes <run>/result/convergence/: the evaluation's metrics.json and report.md (every run an entry), convergence.csv (mIoU after every step of every run, each run's result and, for
-SEA, its own figure: the dataset-level worst case over its loss runs),
-convergence.md (the tables), convergence.json (every attack's parameters and scores) and the plots beside them:
-convergence.png (mIoU against the step for every attack at its largest budget, each attack's final figure marked)
-and ablation_<name>.png (each RP-PGD ablation against RP-PGD++).
+Writes <run>/result/convergence/: the evaluation's metrics.json and report.md (every run an entry), convergence.csv
+(mIoU after every step of every run, each run's result and, for SEA, its own figure: the dataset-level worst case
+over its loss runs), convergence.md (the tables), convergence.json (every attack's parameters and scores) and the
+plots beside them: convergence.png (mIoU against the step for every attack at its largest budget, each attack's final
+figure marked) and ablation_<name>.png (each RP-PGD ablation against RP-PGD++).
 """
 from __future__ import annotations
 
