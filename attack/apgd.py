@@ -1,4 +1,4 @@
-"""APGD (Croce & Hein, ICML 2020) for segmentation with the losses of SEA (Croce et al., ECCV 2024), METHOD.md §5,
+"""APGD (Croce & Hein, ICML 2020) for segmentation with the losses of SEA (Croce et al., ECCV 2024), docs/method.md §5,
 step for step as the SEA authors' code runs it (`semseg/attacker.py`, `apgd_train`).
 
 L-inf only. The step size starts at 2*radius per image; each update is a signed step followed by momentum 0.75

@@ -1,6 +1,6 @@
 """What every attack shares: the call contract, random start, step, projection, best iterate and trace.
 
-Contract (DESIGN.md, Attack): `atk(images, labels)` takes images (N,3,H,W) in [0,1] and labels (N,H,W) long
+Contract (docs/design.md, Attack): `atk(images, labels)` takes images (N,3,H,W) in [0,1] and labels (N,H,W) long
 (ignore_index excluded everywhere) and returns a new detached tensor of the same shape, dtype and device,
 inside [0,1] and within eps of `images`. The model runs in eval mode during the attack and every module's
 train/eval flag is restored afterwards; gradients are taken with torch.autograd.grad w.r.t. the input only,

@@ -1,4 +1,4 @@
-"""CosPGD (Agnihotri et al., ICML 2024), METHOD.md §3: CE weighted by the detached cosine similarity between
+"""CosPGD (Agnihotri et al., ICML 2024), docs/method.md §3: CE weighted by the detached cosine similarity between
 the prediction's probability vector and the one-hot label (`weight="softmax"`, or `"sigmoid"` as in the
 older arXiv version). Targeted: the weight is 1 - cos toward the target map and the step descends.
 """

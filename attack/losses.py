@@ -1,4 +1,4 @@
-"""Per-pixel loss maps of the attacks (METHOD.md §1-5) and their masked reductions.
+"""Per-pixel loss maps of the attacks (docs/method.md §1-5) and their masked reductions.
 
 Every map has shape (N,H,W), is 0 at ignored pixels, and is computed only after ignored labels are replaced by
 a valid class id, so no one-hot or gather ever sees 255. Reductions divide by the number of valid pixels.
@@ -65,7 +65,7 @@ def segpgd_weights(logits: torch.Tensor, labels: torch.Tensor, step: int, steps:
 
 
 def segpgd_map(logits: torch.Tensor, labels: torch.Tensor, step: int, steps: int, ignore_index: int) -> torch.Tensor:
-    """SegPGD's weighted CE map; its mean over valid pixels is L_t of METHOD.md §2."""
+    """SegPGD's weighted CE map; its mean over valid pixels is L_t of docs/method.md §2."""
     return segpgd_weights(logits, labels, step, steps, ignore_index) * ce_map(logits, labels, ignore_index)
 
 
@@ -89,7 +89,7 @@ def cosine_to_onehot(logits: torch.Tensor, labels: torch.Tensor, ignore_index: i
 
 def cospgd_map(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int, weight: str = "softmax",
                targeted: bool = False) -> torch.Tensor:
-    """CosPGD's map cos * CE_p (untargeted) or (1 - cos) * CE_p toward a target map (targeted), METHOD.md §3."""
+    """CosPGD's map cos * CE_p (untargeted) or (1 - cos) * CE_p toward a target map (targeted), docs/method.md §3."""
     cos = cosine_to_onehot(logits, labels, ignore_index, weight)
     if targeted:
         cos = (1.0 - cos) * valid_mask(labels, ignore_index)

@@ -1,4 +1,4 @@
-"""FGSM, BIM and PGD (METHOD.md §1): the mean per-pixel cross-entropy over valid pixels, L-inf or L2.
+"""FGSM, BIM and PGD (docs/method.md §1): the mean per-pixel cross-entropy over valid pixels, L-inf or L2.
 
 Targeted mode (PGD and CosPGD): `targeted=True` descends the loss toward a target instead of ascending it.
 The target is `target_class` at every valid pixel of `labels` when given, otherwise `labels` itself is the

@@ -1,4 +1,4 @@
-"""RP-PGD's prototype terms (METHOD.md §4) on the backbone's feature grid.
+"""RP-PGD's prototype terms (docs/method.md §4) on the backbone's feature grid.
 
 Labels and the TRUE-region mask are resized to the feature grid (h,w) with nearest neighbour, so no
 full-resolution feature map is built. A "group" is one image (pool "image") or the whole batch (pool "batch");

@@ -1,4 +1,4 @@
-"""RP-PGD's region state (METHOD.md §4): True, Boundary and False pixels, kept across attack steps.
+"""RP-PGD's region state (docs/method.md §4): True, Boundary and False pixels, kept across attack steps.
 
 - FALSE: wrong on the start image x_0.
 - BOUNDARY: correct on x_0 and wrong on some later iterate; sticky.

@@ -1,4 +1,4 @@
-"""RP-PGD and RP-PGD++ (Zhang et al., AAAI 2025), METHOD.md §4.
+"""RP-PGD and RP-PGD++ (Zhang et al., AAAI 2025), docs/method.md §4.
 
 Each step maximises L = w_region * L_R + w_inter * L_inter (+ w_intra * L_intra for RP-PGD++): the region loss
 of attack/regions.py on the current iterate plus the prototype terms of attack/prototypes.py computed on the
@@ -47,7 +47,7 @@ VARIANTS: dict[str, Switches] = {
 
 
 def default_alpha(alpha: float | None, eps: float, steps: int, variant: str) -> float:
-    """The step size when none is given: the release hard-wires eps / steps (METHOD.md §4, point 7); the described
+    """The step size when none is given: the release hard-wires eps / steps (docs/method.md §4, point 7); the described
     variant's default is 0.01 (= eps / steps at the training defaults eps 0.03, 3 steps)."""
     if alpha is not None:
         return alpha

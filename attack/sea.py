@@ -1,4 +1,4 @@
-"""SEA, the Segmentation Ensemble Attack (Croce et al., ECCV 2024), METHOD.md §5, as the authors' code runs it
+"""SEA, the Segmentation Ensemble Attack (Croce et al., ECCV 2024), docs/method.md §5, as the authors' code runs it
 (`semseg/attacker.py`, `apgd_largereps`; the dataset-level worst case over its runs is in engine/worst_case.py).
 
 One APGD run per loss (default MCE-Bal, MCE, JS, in the reference's order), each split into stages of int(0.3N),

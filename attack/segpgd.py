@@ -1,4 +1,4 @@
-"""SegPGD (Gu et al., ECCV 2022), METHOD.md §2: CE re-weighted from correct toward wrong pixels over the steps.
+"""SegPGD (Gu et al., ECCV 2022), docs/method.md §2: CE re-weighted from correct toward wrong pixels over the steps.
 
 L_t = [(1 - lambda_t) * sum_{correct} CE_p + lambda_t * sum_{wrong} CE_p] / |V|, lambda_t = (t-1)/(2T), with
 "correct" judged on the current iterate. Divided by the valid pixels |V| of each image (the `cospgd`

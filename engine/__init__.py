@@ -1,4 +1,4 @@
-"""Where model, data and attacks meet (DESIGN.md, Layers): scripts -> engine -> attack, model -> util.
+"""Where model, data and attacks meet (docs/design.md, Layers): scripts -> engine -> attack, model -> util.
 
 - attacks.py: the attack spec of the config (ADV_TRAIN.attack, ADV_TRAIN.val_attack, ATTACK.attacks)
 - protocols.py: the evaluation protocols (full, legacy, center) and their registry

@@ -110,7 +110,7 @@ def threat_model(protocol: dict, attacks: dict, images: int, split: str) -> str:
 
 def write_results(cfg, result_dir: Path, model_path: Path, epoch: int | None, protocol: dict, results: dict,
                   seconds: float, pictures: dict[str, list[Path]] | None = None) -> None:
-    """metrics.json and report.md of one evaluation (DESIGN.md, Outputs); prints the table. pictures: "panels" and
+    """metrics.json and report.md of one evaluation (docs/design.md, Outputs); prints the table. pictures: "panels" and
     "strips", files under result_dir that the report embeds."""
     payload = {
         "config": cfg.to_dict(),

@@ -1,4 +1,4 @@
-"""APGD's checkpoints and step-size rule (METHOD.md §5) on models whose maximiser or loss sequence is known."""
+"""APGD's checkpoints and step-size rule (docs/method.md §5) on models whose maximiser or loss sequence is known."""
 from __future__ import annotations
 
 import pytest
@@ -104,7 +104,7 @@ def test_apgd_step_size_halves_only_after_checkpoints():
 
 
 def reference_apgd(model: nn.Module, x_nat: torch.Tensor, eps: float, steps: int):
-    """APGD for one image written out from METHOD.md §5 and the SEA authors' apgd_train, CE for label 0 at every
+    """APGD for one image written out from docs/method.md §5 and the SEA authors' apgd_train, CE for label 0 at every
     pixel (attack and tracked loss alike). Returns the loss and step size of every iterate."""
     marks = set(reference_counter(steps))
 
@@ -238,7 +238,7 @@ def test_first_checkpoint_needs_75_percent_rising_steps(rises, halved):
 
 @pytest.mark.parametrize("rises,halved", [(13, False), (12, True), (11, True)])
 def test_exactly_75_percent_rising_halves(rises, halved):
-    """Second window, 41 -> 57, has 16 steps: 12 rises are exactly 75%, and 'at most 75%' halves (METHOD.md §5)."""
+    """Second window, 41 -> 57, has 16 steps: 12 rises are exactly 75%, and 'at most 75%' halves (docs/method.md §5)."""
     values = [0.1 * k for k in range(42)]  # never halved at 22 or 41
     values = window(values, values[-1], rises, 16, step=0.1)
     values += [values[-1] + 0.1 * (k + 1) for k in range(100 - 57)]

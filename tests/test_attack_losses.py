@@ -1,4 +1,4 @@
-"""attack/losses.py against per-pixel brute force (METHOD.md §2, §3, §5) and against the `cospgd` package."""
+"""attack/losses.py against per-pixel brute force (docs/method.md §2, §3, §5) and against the `cospgd` package."""
 from __future__ import annotations
 
 import math
@@ -88,7 +88,7 @@ def test_batch_has_correct_wrong_and_ignored_pixels():
         assert correct[b].any() and (valid[b] & ~correct[b]).any() and (~valid[b]).any()
 
 
-# ---- SegPGD (METHOD.md §2) -------------------------------------------------------------------------------
+# ---- SegPGD (docs/method.md §2) -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("t,T", [(1, 1), (1, 10), (4, 10), (10, 10), (3, 7)])
@@ -137,7 +137,7 @@ def test_segpgd_objective_divides_by_valid_pixels_per_image():
         assert per_image[b].item() == pytest.approx(total / count, rel=1e-6)
 
 
-# ---- CosPGD (METHOD.md §3) -------------------------------------------------------------------------------
+# ---- CosPGD (docs/method.md §3) -------------------------------------------------------------------------------
 
 def sigmoid(z):
     return [1 / (1 + math.exp(-v)) for v in z]
@@ -218,7 +218,7 @@ def test_segpgd_objective_matches_cospgd_package(n, t, T):
 
 
 def test_segpgd_objective_differs_from_package_only_by_valid_pixel_count():
-    """With ignored pixels the package divides by H*W, this project by |V| (METHOD.md §2)."""
+    """With ignored pixels the package divides by H*W, this project by |V| (docs/method.md §2)."""
     logits, labels = make_batch(7, n=1, dtype=torch.float32)
     ours = SegPGD(nn.Identity(), steps=5).objective(logits, labels, 3, {}).sum()
     theirs = CosAttack.segpgd_scale(logits, labels, ce_map(logits, labels, IGNORE), 2, 5)
@@ -227,7 +227,7 @@ def test_segpgd_objective_differs_from_package_only_by_valid_pixel_count():
     assert ours.item() == pytest.approx(theirs.item() * labels.numel() / valid, rel=1e-5)
 
 
-# ---- APGD / SEA losses (METHOD.md §5) --------------------------------------------------------------------
+# ---- APGD / SEA losses (docs/method.md §5) --------------------------------------------------------------------
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_mce_map_brute_force(seed):
@@ -329,6 +329,6 @@ def test_class_weights_bad_input_raises(bad):
 
 
 def test_class_weights_nan_count_raises():
-    """A NaN count is bad input too; it must not silently become 'no pixels' (DESIGN.md principle 5)."""
+    """A NaN count is bad input too; it must not silently become 'no pixels' (docs/design.md principle 5)."""
     with pytest.raises(ValueError, match="class_counts"):
         class_weights_from_counts([10.0, float("nan"), 3.0])

@@ -1,4 +1,4 @@
-"""The call contract of every registered attack (DESIGN.md, Attack) on a small model, batch 1 and 3, odd sizes."""
+"""The call contract of every registered attack (docs/design.md, Attack) on a small model, batch 1 and 3, odd sizes."""
 from __future__ import annotations
 
 import pytest

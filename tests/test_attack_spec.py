@@ -1,4 +1,4 @@
-"""The attack spec (DESIGN.md, Config): one form for ADV_TRAIN.attack, ADV_TRAIN.val_attack and ATTACK.attacks."""
+"""The attack spec (docs/design.md, Config): one form for ADV_TRAIN.attack, ADV_TRAIN.val_attack and ATTACK.attacks."""
 from __future__ import annotations
 
 import pytest

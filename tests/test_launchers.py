@@ -1,4 +1,4 @@
-"""The launchers (DESIGN.md, Launchers): each parses, loads its config, builds its model, and without the dataset
+"""The launchers (docs/design.md, Launchers): each parses, loads its config, builds its model, and without the dataset
 stops at once with a message naming the missing path and the README's Datasets section."""
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def test_launcher_parses_loads_its_config_and_builds_its_model(launcher):
 
 @pytest.mark.parametrize("dataset", DATASETS)
 def test_release_recipe_of_the_real_configs(dataset):
-    """METHOD.md §6 and the issue's evaluation budget."""
+    """docs/method.md §6 and the issue's evaluation budget."""
     crop, scales, epochs = {"voc2012": (473, [0.5, 2.0], 50), "cityscapes": (449, [0.25, 1.0], 400),
                             "ade20k": (465, [0.5, 2.0], 100)}[dataset]
     cfg = load_config(ROOT / f"config/{dataset}/{dataset}_pspnet50_sat.yaml")

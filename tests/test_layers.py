@@ -127,3 +127,58 @@ def test_modules_are_short():
     lengths = {rel: len((ROOT / rel).read_text().splitlines()) for folder in folders for rel in py_files(folder)}
     bad = [f"{rel.as_posix()}: {n} lines" for rel, n in sorted(lengths.items()) if n > MAX_LINES]
     assert not bad, report(f"modules of {', '.join(folders)} must have at most {MAX_LINES} lines", bad)
+
+
+SCRIPT_LIMIT = 100  # tool_train/train.py and tool_test/test.py only wire the engine's pieces together
+UTIL_TOP_LEVEL = 10
+
+
+def test_the_entry_points_only_wire():
+    lengths = {rel: len((ROOT / rel).read_text().splitlines()) for rel in ("tool_train/train.py", "tool_test/test.py")}
+    bad = [f"{rel}: {n} lines" for rel, n in lengths.items() if n > SCRIPT_LIMIT]
+    assert not bad, report(f"the training and test scripts must have at most {SCRIPT_LIMIT} lines", bad)
+
+
+def test_util_top_level_holds_few_modules():
+    modules = sorted(p.name for p in (ROOT / "util").glob("*.py"))
+    assert len(modules) <= UTIL_TOP_LEVEL, f"util/ has {len(modules)} top-level modules: {modules}"
+
+
+def attack_class_names() -> set[str]:
+    """The classes attack/ defines that derive from Attack (read with ast, following the bases within attack/)."""
+    bases: dict[str, set[str]] = {}
+    for rel in py_files("attack"):
+        for node in ast.walk(ast.parse((ROOT / rel).read_text())):
+            if isinstance(node, ast.ClassDef):
+                bases[node.name] = {ast.unparse(b).split(".")[-1] for b in node.bases}
+    found, grew = {"Attack"}, True
+    while grew:
+        new = {name for name, b in bases.items() if b & found} - found
+        found, grew = found | new, bool(new)
+    return found
+
+
+def isinstance_on(names: set[str], source: str, rel: Path) -> list[str]:
+    """'file:line code' for every isinstance/issubclass call whose class argument names one of `names`."""
+    bad = []
+    for node in ast.walk(ast.parse(source)):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                and node.func.id in ("isinstance", "issubclass") and len(node.args) == 2):
+            mentioned = {n.id if isinstance(n, ast.Name) else n.attr for n in ast.walk(node.args[1])
+                         if isinstance(n, (ast.Name, ast.Attribute))}
+            if mentioned & names:
+                bad.append(f"{rel.as_posix()}:{node.lineno} {ast.unparse(node)}")
+    return bad
+
+
+def test_nothing_outside_attack_tests_an_attack_class():
+    """What depends on an attack's kind (its passes, separate runs, region maps) is asked of the attack: no code or
+    test outside attack/ tests an attack's class."""
+    names = attack_class_names()
+    assert {"Attack", "PGD", "APGD", "SEA", "RPPGD", "RPPGDPlusPlus"} <= names
+    assert isinstance_on(names, "isinstance(a, (int, SEA))\nisinstance(a, attack.RPPGD)\nisinstance(a, int)\n",
+                         Path("x.py")) == ["x.py:1 isinstance(a, (int, SEA))", "x.py:2 isinstance(a, attack.RPPGD)"]
+    folders = ("engine", "model", "util", "tests") + SCRIPT_DIRS
+    bad = [hit for folder in folders for rel in py_files(folder)
+           for hit in isinstance_on(names, (ROOT / rel).read_text(), rel)]
+    assert not bad, report("isinstance on an attack class outside attack/", bad)

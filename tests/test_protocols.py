@@ -1,4 +1,4 @@
-"""Evaluation protocols (METHOD.md §7): what each predicts and attacks, per-image seeding, the registry."""
+"""Evaluation protocols (docs/method.md §7): what each predicts and attacks, per-image seeding, the registry."""
 from __future__ import annotations
 
 import numpy as np
@@ -110,7 +110,7 @@ def test_legacy_crops_match_attacking_each_crop_alone(model):
 
 
 def sea_val_crop(image: np.ndarray, label: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """SEA's centre crop (METHOD.md §7) with PIL, as its dataset wrapper does it: short side to `size` (the long
+    """SEA's centre crop (docs/method.md §7) with PIL, as its dataset wrapper does it: short side to `size` (the long
     side int(long * size / short)), image bilinear, labels nearest, centre square at int(round(offset / 2))."""
     img, lab = Image.fromarray(image), Image.fromarray(label.astype(np.int32), mode="I")
     w, h = img.size

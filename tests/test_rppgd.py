@@ -1,4 +1,4 @@
-"""RP-PGD / RP-PGD++ (METHOD.md §4): regions step by step, schedules, prototype terms, and the release variant."""
+"""RP-PGD / RP-PGD++ (docs/method.md §4): regions step by step, schedules, prototype terms, and the release variant."""
 from __future__ import annotations
 
 import itertools

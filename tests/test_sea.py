@@ -1,4 +1,4 @@
-"""SEA's stages and per-image ensemble (METHOD.md §5)."""
+"""SEA's stages and per-image ensemble (docs/method.md §5)."""
 from __future__ import annotations
 
 import pytest

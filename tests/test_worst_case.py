@@ -1,4 +1,4 @@
-"""The worst case over attacks: never above any single attack, greedy against brute force (METHOD.md §5)."""
+"""The worst case over attacks: never above any single attack, greedy against brute force (docs/method.md §5)."""
 from __future__ import annotations
 
 import itertools

@@ -108,7 +108,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "val_images": 32,  # robust validation runs on the first N validation images (0: all)
     },
     "ATTACK": {
-        "protocol": "full",  # full | legacy | center (METHOD.md §7, engine/protocols.py)
+        "protocol": "full",  # a protocol of engine.protocols.PROTOCOLS: full | legacy | center (docs/protocols.md)
         # attacks that tool_test/test.py runs after the clean evaluation: a list of attack specs
         # {name: registry name, key: result name (default: name), any build_attack parameter}
         "attacks": [],

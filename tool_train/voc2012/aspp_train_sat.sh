@@ -1,4 +1,4 @@
 #!/bin/sh
-# Adversarial training (RP-PGD++, METHOD.md §6) of DeepLabv3 (ASPP)-ResNet50 on Pascal VOC 2012 + SBD: config/voc2012/voc2012_aspp50_sat.yaml
+# Adversarial training (RP-PGD++, docs/method.md §6) of DeepLabv3 (ASPP)-ResNet50 on Pascal VOC 2012 + SBD: config/voc2012/voc2012_aspp50_sat.yaml
 # sh tool_train/voc2012/aspp_train_sat.sh [SECTION.key value ...]   NPROC=N processes (default: all GPUs, else 1 CPU)
 exec sh "$(dirname "$0")/../../util/launch.sh" tool_train/train.py config/voc2012/voc2012_aspp50_sat.yaml "$@"

@@ -1,4 +1,4 @@
-"""Per-class pixel counts of a training list (MCE-Bal's class weights, METHOD.md §5), computed once and cached.
+"""Per-class pixel counts of a training list (MCE-Bal's class weights, docs/method.md §5), computed once and cached.
 
 The cache is a JSON file next to the run outputs (<EXP.root>/<DATA.name>/class_counts.json), valid while the
 list file's path, size and modification time and the class count match; the dataset folder is never written.

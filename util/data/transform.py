@@ -1,4 +1,4 @@
-"""Joint image/label augmentation with cv2 (METHOD.md §6): image bilinear, label nearest; padding uses
+"""Joint image/label augmentation with cv2 (docs/method.md §6): image bilinear, label nearest; padding uses
 the mean colour for images and 255 for labels. Every random draw comes from the `rng` passed in, so a
 sample's augmentation depends only on (seed, epoch, index), whatever the worker or process count."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The one inference function: whole image or sliding window, differentiable end to end (METHOD.md §7).
+"""The one inference function: whole image or sliding window, differentiable end to end (docs/method.md §7).
 
 Sliding window (semseg/mmsegmentation): pad the image with the mean colour up to the crop size, cover it
 with crops at stride ceil(crop * stride_rate) (the last crop of a row or column aligned to the border),

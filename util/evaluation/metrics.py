@@ -1,4 +1,4 @@
-"""Segmentation metrics from one confusion-matrix accumulator (METHOD.md §7).
+"""Segmentation metrics from one confusion-matrix accumulator (docs/method.md §7).
 
 Ignore pixels are removed before counting. mIoU averages I/U over the classes that occur in the labels or
 the predictions; mAcc averages recall over the classes that occur in the labels; aAcc is pixel accuracy.
