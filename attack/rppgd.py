@@ -28,7 +28,8 @@ POOLS = ("image", "batch")
 
 @dataclass(frozen=True)
 class Switches:
-    """Every point where the described method and the released code differ (README, "described and release")."""
+    """Every point where the described method and the released code differ (docs/attacks.md, RP-PGD: described and
+    release)."""
     normalised_start: bool     # random start U(-eps,eps) added to the normalised image (needs mean/std)
     zero_based_schedule: bool  # region weights from the 0-based step index t-1
     ignored_in_false: bool     # ignored pixels count as never correct, so they land in FALSE

@@ -71,3 +71,22 @@ def test_palettes():
     ade = palette("ade20k")
     assert [tuple(c) for c in ade[:150]] == list(ADE20K_COLOURS) and tuple(ade[255]) == (0, 0, 0)
     assert tuple(ade[0]) == (120, 120, 120) and tuple(ade[2]) == (6, 230, 230)  # wall, sky
+
+
+def test_shipped_configs_use_their_datasets_published_settings():
+    """Every shipped config trains and evaluates on its dataset's lists with the crop and long side of the published
+    recipes, as the dataset's module (util/data/datasets/) records them."""
+    from conftest import ROOT
+    from util.config import load_config
+    from util.data.datasets import DATASETS
+    checked = 0
+    for path in sorted(ROOT.glob("config/*/*.yaml")):
+        if path.parent.name == "_base_":
+            continue
+        cfg = load_config(path)
+        info = DATASETS.get(cfg.DATA.name)
+        assert path.parent.name == info.name, f"{path}: a {info.name} config outside config/{info.name}/"
+        assert (cfg.DATA.train_list, cfg.DATA.val_list) == (info.lists["train"], info.lists["val"]), path
+        assert cfg.TRAIN.crop_size == [info.crop_size] * 2 and cfg.TEST.base_size == info.base_size, path
+        checked += 1
+    assert checked >= 13

@@ -190,7 +190,7 @@ def sea_runs(seed: int) -> tuple[dict, dict, torch.Tensor]:
     return {k: metric_of(p, labels) for k, p in preds.items()}, preds, labels
 
 
-def test_sea_summary_and_the_overall_worst_case_over_its_runs():
+def test_sea_entry_and_the_overall_worst_case_over_its_runs():
     runs, preds, labels = sea_runs(1)
     sea = sea_entry(runs)
     assert set(sea["runs"]) == {"mce-bal", "mce", "js"} and sea["images"] == 6

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from attack import attack_parameters, build_attack
-from engine.attacks import AttackSpec
+from engine.attacks import AttackSpec, uses_mce_bal
 from engine.optim import build_optimizer, build_scheduler
 from engine.passes import PassCounter, check_passes
 from engine.precision import autocast, check_amp
@@ -111,8 +111,6 @@ def attack_entries(names: str, model, images, labels, cfg, steps: int, amp: str)
     entries = []
     for item in [s.strip() for s in names.split(",") if s.strip()]:
         name, _, variant = item.partition(":")
-        if name == "sea":
-            raise UserError("--attacks: sea is a sequence of APGD runs; its cost per step is the apgd-* rows'")
         try:
             allowed = attack_parameters(name)
         except ValueError as exc:
@@ -123,12 +121,15 @@ def attack_entries(names: str, model, images, labels, cfg, steps: int, amp: str)
             params["variant"] = variant
         if variant == "release":
             params.update(mean=list(cfg.DATA.mean), std=list(cfg.DATA.std))
-        if name == "apgd-mce-bal":
+        if uses_mce_bal(name, params):
             params["class_counts"] = [1.0] * cfg.DATA.classes  # the weights do not change the cost
         try:
             atk = build_attack(name, model, **params)
         except (TypeError, ValueError) as exc:
             raise UserError(f"--attacks {item}: {exc}") from exc
+        if atk.run_names():
+            raise UserError(f"--attacks: {name} is a sequence of separate runs ({', '.join(atk.run_names())}); its "
+                            "cost per step is that of the attacks it runs (for SEA the apgd-* rows)")
 
         def run(atk=atk):
             with autocast(amp, images.device):

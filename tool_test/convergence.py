@@ -55,7 +55,7 @@ class Row:
     result: dict = field(default_factory=dict)     # budget -> confusion matrix of the returned images
     configs: dict = field(default_factory=dict)    # budget -> attack.config()
     seconds: dict = field(default_factory=dict)    # budget -> attack time
-    figure: dict = field(default_factory=dict)     # budget -> SEA's own figure (engine.worst_case.sea_summary)
+    figure: dict = field(default_factory=dict)     # budget -> SEA's own figure (engine.report.sea_entry)
 
 
 def study_rows(args) -> list[Row]:
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def on_iterate(key: str):
         row, t = runs[key]
-        if row.name == "sea":  # SEA's runs are traced per run, not as one sequence of iterates
+        if evaluation.attacks[key].run_names():  # separate runs (SEA's losses) are no one sequence of iterates
             return None
 
         def record(step: int, logits: torch.Tensor, y: torch.Tensor) -> None:

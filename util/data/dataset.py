@@ -20,7 +20,7 @@ from util.data.label_png import bad_values, read_label_png
 from util.data.transform import TrainTransform
 from util.errors import UserError
 
-README_DATASETS = "docs/datasets.md"
+DATASETS_DOC = "docs/datasets.md"
 
 
 @dataclass(frozen=True)
@@ -37,14 +37,14 @@ class Entry:
 def read_list(data_root: str | Path, list_file: str | Path) -> list[Entry]:
     """Parse a list file (path relative to data_root) and check that every file it names exists."""
     if not str(data_root):
-        raise UserError(f"DATA.data_root is not set: point it at the prepared dataset (see {README_DATASETS})")
+        raise UserError(f"DATA.data_root is not set: point it at the prepared dataset (see {DATASETS_DOC})")
     root = Path(data_root)
     if not root.is_dir():
         raise UserError(f"DATA.data_root '{root}' does not exist: prepare the dataset there with "
-                        f"`python -m util.data.prepare` or point DATA.data_root at it (see {README_DATASETS})")
+                        f"`python -m util.data.prepare` or point DATA.data_root at it (see {DATASETS_DOC})")
     path = root / list_file
     if not path.is_file():
-        raise UserError(f"list file '{path}' does not exist (DATA.train_list/val_list; see {README_DATASETS})")
+        raise UserError(f"list file '{path}' does not exist (DATA.train_list/val_list; see {DATASETS_DOC})")
     entries = []
     for number, text in enumerate(path.read_text().splitlines(), start=1):
         if not text.strip() or text.lstrip().startswith("#"):

@@ -1,6 +1,6 @@
 """The resizes of the released test scripts (semseg, DDC-AT, the RP-PGD release), done with cv2 as they do them.
 
-Protocol `legacy` (engine/protocols.py) rescales each image before its crops are predicted or attacked, and
+Protocol `legacy` (engine/protocols/legacy.py) rescales each image before its crops are predicted or attacked, and
 resizes the averaged class probabilities back, outside anything an attack differentiates: so these are plain
 cv2 calls on host copies, which gives the scripts' pixels (cv2's bilinear and nearest rules, not torch's).
 """

@@ -28,7 +28,7 @@ class DatasetInfo:
     plan: Callable[[Path, Path | None], object] | None = None
     lists: dict[str, str] = field(default_factory=dict)  # split -> list file of the prepared tree
     crop_size: int = 0                               # the training crop of the published recipes
-    base_size: int = 0                               # the long side the released test scripts resize to
+    base_size: int = 0                               # the long side the released test scripts resize to (0: none)
     # called on one process before a run reads the data (the demo: generate it on first use)
     on_first_use: Callable[[object, object], None] | None = None
 

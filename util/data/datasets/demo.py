@@ -8,4 +8,4 @@ from util.data.demo_data import DEMO_CLASSES, ensure_demo_data
 DATASETS.register("demo", DatasetInfo(
     name="demo", classes=DEMO_CLASSES, palette=voc_palette(256), lists={"train": "list/train.txt",
                                                                         "val": "list/val.txt"},
-    crop_size=80, base_size=96, on_first_use=ensure_demo_data))
+    crop_size=80, base_size=0, on_first_use=ensure_demo_data))  # whole 96x96 scenes, not resized
