@@ -1,5 +1,5 @@
 # make demo: adversarially train (RP-PGD++) the demo PSPNet on the generated dataset, then evaluate it clean and
-# under six attacks, and under SEA with SEA's centre-crop protocol (about 12 minutes on 2 CPU cores).
+# under six attacks, and under SEA with SEA's centre-crop protocol (about 10 minutes on 2 CPU cores).
 # make test: the fast tests; make test-slow: multi-process and end-to-end tests (CI runs both).
 PY := .venv/bin/python
 PYTHON ?= python3
