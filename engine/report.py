@@ -108,13 +108,13 @@ def threat_model(protocol: dict, attacks: dict, images: int, split: str) -> str:
             f"`{protocol['name']}`: {protocol['rule']}.")
 
 
-def write_results(cfg, result_dir: Path, model_path: Path, epoch: int | None, protocol: dict, results: dict,
+def write_results(cfg, result_dir: Path, model_path: Path | None, epoch: int | None, protocol: dict, results: dict,
                   seconds: float, pictures: dict[str, list[Path]] | None = None) -> None:
     """metrics.json and report.md of one evaluation (docs/design.md, Outputs); prints the table. pictures: "panels" and
     "strips", files under result_dir that the report embeds."""
     payload = {
         "config": cfg.to_dict(),
-        "model_path": str(model_path),
+        "model_path": None if model_path is None else str(model_path),  # None: a model handed over in Python
         "epoch": epoch,
         "protocol": protocol,
         "clean": results["clean"],
@@ -145,7 +145,7 @@ def write_results(cfg, result_dir: Path, model_path: Path, epoch: int | None, pr
                     for key, r in results["attacks"].items() if "figure" in r)
     warnings = "".join(f"- {w}\n" for w in results["warnings"])
     warnings = f"## Sanity checks\n\n{warnings}\n" if warnings else ""
-    text = (f"# {cfg.EXP.name}: evaluation of {model_path}\n\n"
+    text = (f"# {cfg.EXP.name}: evaluation of {model_path or 'a model handed over in Python'}\n\n"
             f"{threat_model(protocol, results['attacks'], clean['images'], cfg.TEST.split)} "
             f"Inference {cfg.TEST.mode}.\n\n{table}{notes}\n\n![mIoU per attack]({chart.name})\n\n{warnings}"
             f"## Per-class IoU (%)\n\n{per_class_table(names, columns)}\n")

@@ -59,14 +59,15 @@ class RobustnessEvaluation:
         specs = attack_list(cfg) if attacks is None else attack_specs(attacks, "attacks")
         self.attacks: dict[str, Attack] = {s.key: self.protocol.build_attack(s, cfg) for s in specs}
 
-    def run(self, loader, parent: str | Path, name: str, *, model_path: str | Path = "", epoch: int | None = None,
+    def run(self, loader, parent: str | Path, name: str, *, model_path: Path | None = None, epoch: int | None = None,
             store: ShardStore | None = None, pictures: bool = False,
             on_iterate: Callable[[str], OnIterate | None] | None = None, logger=None) -> RobustnessResult:
         """Evaluate over `loader` (every process its shard) and write <parent>/<name>/ (or <name>_2, ...: results are
         never overwritten) with metrics.json and report.md; a failure leaves no folder behind.
 
         store: finished shards of an interrupted run with the same settings are loaded from it (and it is cleared at
-        the end). pictures: draw what the TEST section asks for (colour predictions, panels, region strips).
+        the end). model_path, epoch: the checkpoint the model came from, for the report (None: a model handed over
+        in Python). pictures: draw what the TEST section asks for (colour predictions, panels, region strips).
         on_iterate(key): a callback for every judged iterate of that attack (convergence curves), or None.
         """
         env, cfg, protocol = self.env, self.cfg, self.protocol
@@ -85,7 +86,7 @@ class RobustnessEvaluation:
                                               for p in part]  # every process's panels
         if env.is_main:
             description = {"split": cfg.TEST.split, "images": len(loader.dataset), **protocol.describe()}
-            write_results(cfg, result_dir, Path(model_path), epoch, description, result.entries,
+            write_results(cfg, result_dir, model_path, epoch, description, result.entries,
                           sum(result.seconds.values()),
                           {"panels": written, "strips": [] if drawing is None else drawing.strips})
             logger.info(f"report: {result_dir / 'report.md'}" + (f"; panels under {result_dir / 'panels'}"

@@ -82,6 +82,8 @@ class Trainer:
         self.epoch = self.start.epoch
         self.iteration = self.step = 0
         self.sums = new_sums()
+        self.losses = torch.zeros(2)  # the last step's main and auxiliary loss
+        self.step_parts = torch.zeros(2, 3, dtype=torch.float64)  # its adversarial and clean CE sum, correct, valid
         self.stop = StopRequests()
         self.stop_requested, self.improved = False, False
         self.epoch_stats: dict[str, float] = {}
