@@ -174,6 +174,13 @@ def image_stems(dataset) -> list[str]:
     return [f"{i:05d}" for i in range(len(dataset))]
 
 
+def pictures_asked(cfg) -> tuple[bool, bool]:
+    """(whether the TEST section asks for any picture, whether for pictures of every image): colour predictions and
+    panels need every image predicted in the run, so they rule out reusing an interrupted evaluation's shards."""
+    every_image = bool(cfg.TEST.save_pictures or cfg.TEST.vis)
+    return every_image or cfg.TEST.vis_regions >= 0, every_image
+
+
 class Pictures:
     """What an evaluation draws into its result folder, from the TEST section: colour predictions per entry
     (TEST.save_pictures: pictures/<key>/<stem>.png), panels of the first TEST.vis images (panels/) and, for attacks
@@ -183,16 +190,10 @@ class Pictures:
     def __init__(self, cfg, result_dir: Path, dataset) -> None:
         self.result_dir, self.dataset, self.stems = Path(result_dir), dataset, image_stems(dataset)
         self.colours, self.save_colours = palette(cfg.DATA.name), cfg.TEST.save_pictures
-        self.strip_index, self.ignore_index = cfg.TEST.vis_regions, cfg.DATA.ignore_index
+        self.strip_index = cfg.TEST.vis_regions
         self.panels = Panels(self.result_dir / "panels", cfg.TEST.vis, self.colours,
                              class_names(cfg.DATA.name, cfg.DATA.classes), self.stems, cfg.DATA.ignore_index)
         self.strips: list[Path] = []
-
-    @property
-    def per_image(self) -> bool:
-        """Whether every image must be predicted in this run (colour predictions or panels): then finished shards of
-        an interrupted evaluation cannot be reused."""
-        return bool(self.save_colours or self.panels.count)
 
     def on_prediction(self, key: str, attack: Attack | None = None) -> Callable[[ImageView], None] | None:
         """evaluate()'s on_prediction for entry `key` (clean when attack is None), or None when nothing is drawn."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,8 +176,12 @@ def main(argv: list[str] | None = None) -> None:
         entry = result.entries["attacks"][key]
         if "figure" in entry:  # SEA: its own figure, the dataset-level worst case over its loss runs
             row.figure[t] = {"rule": entry["figure"], **{s: entry[s] for s in ("mIoU", "mAcc", "aAcc", "runs")}}
-    write_outputs(result.result_dir, rows, result.clean.cm, args, len(dataset), trained.path, cfg,
-                  evaluation.protocol.describe())
+    try:
+        write_outputs(result.result_dir, rows, result.clean.cm, args, len(dataset), trained.path, cfg,
+                      evaluation.protocol.describe())
+    except BaseException:
+        shutil.rmtree(result.result_dir, ignore_errors=True)  # nothing half-written
+        raise
     print((result.result_dir / "convergence.md").read_text())
     print(f"wrote {result.result_dir}")
 

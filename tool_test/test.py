@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from torch.utils.data import Subset
 
+from engine.pictures import pictures_asked
 from engine.precision import check_amp
 from engine.result_store import evaluation_store
 from engine.robustness import RobustnessEvaluation
@@ -48,8 +49,8 @@ def main(argv: list[str] | None = None) -> None:
     logger.info(f"evaluating {trained.path} (epoch {trained.epoch}) on {len(dataset)} images of {cfg.TEST.split}, "
                 f"protocol {protocol.name}, clean and {len(evaluation.attacks)} attack(s)")
     # pictures need every image predicted in this run, so they turn off the store of finished shards
-    pictures = bool(cfg.TEST.save_pictures or cfg.TEST.vis or cfg.TEST.vis_regions >= 0)
-    store = None if cfg.TEST.save_pictures or cfg.TEST.vis else evaluation_store(
+    pictures, every_image = pictures_asked(cfg)
+    store = None if every_image else evaluation_store(
         cfg, run_dir(cfg), trained.path, protocol.describe(), len(dataset))
     if store is not None and store.folder.is_dir():
         logger.info(f"continuing the interrupted evaluation kept in {store.folder}")
