@@ -26,6 +26,7 @@ from engine.trainer import Trainer
 from model import build_model, to_project_weights
 from util.checkpoint import load_checkpoint, load_model_state
 from util.config import run_dir, save_config
+from util.data.check import check_data, log_checks
 from util.data.dataset import build_dataset, prepare_on_first_use
 from util.data.loader import make_loader
 from util.distributed import DistEnv, barrier, use_sync_bn, wrap_ddp
@@ -95,6 +96,9 @@ def build_trainer(cfg, env: DistEnv) -> Trainer:
         start = resume_point(state, env, len(loader), f"TRAIN.resume '{resume}'")
         best = state.get("best", best)
 
+    # last, the data: every line of both lists, once (cached under EXP.root when it passes, nothing written if not)
+    data_checks = check_data(cfg, [cfg.DATA.train_list, cfg.DATA.val_list], env)
+
     # inputs are all checked: now the run folder is written
     if env.is_main:
         (out_dir / "model").mkdir(parents=True, exist_ok=True)
@@ -104,6 +108,10 @@ def build_trainer(cfg, env: DistEnv) -> Trainer:
               protocol.name)
     logger.info(f"{len(train_set)} training images, {len(val_set)} validation images, {len(loader)} iterations per "
                 f"epoch, {max_iter} in all")
+    if cfg.DATA.check:
+        log_checks(logger, data_checks)
+    else:
+        logger.info("DATA.check false: the data was not checked before the run (a bad file stops it when read)")
     writer = SummaryWriter(str(out_dir / "tb")) if env.is_main else None
     hooks = [Logging(logger, writer, t.print_freq),
              Validation(protocol, val_loader, robust_loader, robust_attack, cfg, logger, writer),

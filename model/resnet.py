@@ -15,6 +15,7 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from model.registry import BACKBONES
+from util.checkpoint import read_tensors
 from util.errors import UserError
 
 BLOCKS: dict[int, tuple[type[nn.Module], tuple[int, int, int, int]]] = {
@@ -122,10 +123,7 @@ def load_backbone_weights(backbone: DilatedResNet, path: str | Path) -> None:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"MODEL.pretrained: no such file '{path}' (see initmodel/README.md)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a corrupt or non-PyTorch file
-        raise UserError(f"MODEL.pretrained: cannot read '{path}' as a PyTorch checkpoint: {exc}") from exc
+    state = read_tensors(path, "MODEL.pretrained")
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

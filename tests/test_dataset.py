@@ -92,11 +92,13 @@ def test_shards_cover_each_image_once_and_training_order_is_seeded():
 
 
 def test_training_script_reports_a_bad_label_from_a_worker_without_traceback(data, tmp_path):
+    """With the pre-flight check off (DATA.check false), a loader worker meets the bad label."""
     bad = np.full((48, 48), 7, np.uint8)
     for i in range(16):
         Image.fromarray(bad, mode="L").save(data / "SegmentationClass" / f"train_{i:05d}.png")
-    cfg = write_yaml(tmp_path / "c.yaml", f"DATA: {{data_root: {data}, workers: 1}}\nMODEL: {{layers: 18}}\n"
-                                          f"EXP: {{root: {tmp_path / 'exp'}}}\nTRAIN: {{batch_size: 2}}\n")
+    cfg = write_yaml(tmp_path / "c.yaml", f"DATA: {{data_root: {data}, workers: 1, check: false}}\n"
+                                          f"MODEL: {{layers: 18}}\nEXP: {{root: {tmp_path / 'exp'}}}\n"
+                                          "TRAIN: {batch_size: 2}\n")
     proc = subprocess.run([sys.executable, str(ROOT / "tool_train/train.py"), "--config", str(cfg)],
                           capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert proc.returncode == 2

@@ -92,7 +92,7 @@ def test_mismatched_or_broken_files_are_errors(tmp_path):
     with pytest.raises(UserError, match="unexpected keys"):
         load_backbone_weights(DilatedResNet(18, deep_stem=False), tmp_path / "r34.pth")
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
-    with pytest.raises(UserError, match="cannot read"):
+    with pytest.raises(UserError, match="is not a checkpoint, or a damaged one"):
         load_backbone_weights(DilatedResNet(18), tmp_path / "junk.pth")
     with pytest.raises(UserError, match="initmodel/README.md"):
         load_backbone_weights(DilatedResNet(18), tmp_path / "absent.pth")

@@ -77,7 +77,8 @@ def test_wrong_settings_say_what_the_file_needs(tmp_path):
         load_trained_model(load_config(ROOT / "config/demo/demo_pspnet18.yaml", ["TEST.model_path", str(path),
                                                                                  "MODEL.deep_stem", "false"]))
     with pytest.raises(UserError, match="shape mismatch: .*head.cls.4"):
-        load_trained_model(cfg_of("deeplabv3", True, "TEST.model_path", str(path), "DATA.classes", "5"))
+        load_trained_model(cfg_of("deeplabv3", True, "TEST.model_path", str(path), "DATA.classes", "5", "DATA.check",
+                                  "false"))
 
 
 def test_outputs_at_input_size_and_align_corners():

@@ -18,7 +18,8 @@ warm-up that also measures each entry's peak memory, it times:
   --train-size (default: TRAIN.batch_size per process and TRAIN.crop_size);
 - one image of --eval-size evaluated under ATTACK.protocol: clean, and under PGD with --steps steps, against one
   forward+backward of that image through the same inference (the protocol's attack target);
-- a batch of the training data loader (DATA.workers workers), when the dataset is there.
+- a batch of the training data loader (DATA.workers workers), and the pre-flight check of its list into an empty
+  cache against the cached check (util/data/check.py), when the dataset is there.
 Medians are printed with their ratio to the floor (or to the clean training step, or to the one-image pass), peak
 memory (CPU: the resident set's peak, Linux; CUDA: the allocator's, after synchronisation) and the targets of the
 issue "Speed and memory at the floor", with PASS or FAIL. --out writes everything as JSON.
@@ -31,6 +32,7 @@ import argparse
 import json
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +52,7 @@ from engine.protocols import build_protocol
 from engine.recipes import RECIPES
 from model import build_model
 from util.config import load_config
+from util.data.check import check_list
 from util.data.dataset import build_dataset
 from util.data.loader import make_loader
 from util.errors import UserError, run_cli
@@ -183,12 +186,14 @@ def evaluation_entries(cfg, model, device: torch.device, size: tuple[int, int], 
                   reference="one image: fwd+bwd through the inference")]
 
 
-def loader_seconds(cfg, batches: int) -> dict | None:
-    """Median seconds per batch of the training loader (DATA.workers workers), or None without the dataset."""
+def loader_seconds(cfg, batches: int, repeats: int) -> dict | None:
+    """Median seconds per batch of the training loader (DATA.workers workers) and of the pre-flight check of its
+    list, first and cached; {"skipped": why} without the dataset."""
     try:
         dataset = build_dataset(cfg, "train", train=True)
     except UserError as exc:
         return {"skipped": str(exc)}
+    check = data_check_seconds(cfg, repeats)  # a bad line stops the benchmark (exit 2) rather than its loader
     loader = make_loader(dataset, cfg.TRAIN.batch_size, cfg.DATA.workers, 0, 1, True, cfg.EXP.seed)
     times, start = [], time.perf_counter()
     for i, _ in enumerate(loader):
@@ -197,7 +202,21 @@ def loader_seconds(cfg, batches: int) -> dict | None:
             break
         start = time.perf_counter()
     return {"seconds_per_batch": statistics.median(times[1:]) if len(times) > 1 else times[0],
-            "batch": cfg.TRAIN.batch_size, "workers": cfg.DATA.workers, "batches": len(times)}
+            "batch": cfg.TRAIN.batch_size, "workers": cfg.DATA.workers, "batches": len(times), "data_check": check}
+
+
+def data_check_seconds(cfg, repeats: int) -> dict:
+    """Medians of the pre-flight check of DATA.train_list, first (into an empty cache) and cached, side by side."""
+    first, cached = [], []
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory() as cache:
+            a = check_list(cfg, cfg.DATA.train_list, progress=False, cache_dir=Path(cache))
+            b = check_list(cfg, cfg.DATA.train_list, progress=False, cache_dir=Path(cache))
+        assert not a.cached and b.cached
+        first.append(a.seconds)
+        cached.append(b.seconds)
+    return {"list": str(a.list_file), "samples": a.samples, "first_seconds": statistics.median(first),
+            "cached_seconds": statistics.median(cached), "workers": cfg.DATA.workers, "repeats": repeats}
 
 
 def summarise(entries: list[Entry]) -> list[dict]:
@@ -320,7 +339,7 @@ def main(argv: list[str] | None = None) -> None:
         log(f"timing round {r + 1}/{args.repeats} done")
     rows = summarise(entries)
     checks = targets(rows, args.steps)
-    loader = loader_seconds(cfg, args.loader_batches) if args.loader_batches else None
+    loader = loader_seconds(cfg, args.loader_batches, args.repeats) if args.loader_batches else None
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     m = cfg.MODEL
@@ -343,6 +362,10 @@ def main(argv: list[str] | None = None) -> None:
                      f"({loader['workers']} workers); the clean training step takes "
                      f"{[r for r in rows if r['name'] == 'clean training step'][0]['seconds']:.3f} s on "
                      f"{train_batch} images")
+        c = loader["data_check"]
+        lines.append(f"pre-flight data check of {c['list']} ({c['samples']} lines, {c['workers']} threads): "
+                     f"{c['first_seconds']:.3f} s, cached {c['cached_seconds']:.4f} s "
+                     f"({c['first_seconds'] / c['cached_seconds']:.0f}x less)")
     elif loader:
         lines.append(f"\ndata loader: skipped ({loader['skipped']})")
     lines += [""] + [f"target: {t['what']} = {t['value']:.2f} (<= {t['limit']:.2f}): "

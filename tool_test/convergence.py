@@ -34,6 +34,7 @@ from engine.attacks import AttackSpec
 from engine.robustness import RobustnessEvaluation
 from engine.trained_model import load_trained_model
 from util.config import load_config, run_dir, save_config
+from util.data.check import check_data
 from util.data.dataset import build_dataset, prepare_on_first_use
 from util.data.loader import make_loader
 from util.distributed import single_process
@@ -157,6 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     runs = {f"{row.label} T={t}": (row, t) for row in rows for t in row.budgets}
     specs = [AttackSpec(row.name, key, {**row.params, "steps": t}, "convergence row") for key, (row, t) in runs.items()]
     evaluation = RobustnessEvaluation(cfg, trained.model, specs, env)
+    check_data(cfg, [cfg.DATA.val_list], env, logger)  # last before anything is written
     k = cfg.DATA.classes
 
     def on_iterate(key: str):

@@ -24,7 +24,8 @@ from engine.result_store import evaluation_store
 from engine.robustness import RobustnessEvaluation
 from engine.trained_model import load_trained_model
 from util.config import config_from_cli, run_dir
-from util.data.dataset import build_dataset, prepare_on_first_use
+from util.data.check import check_data
+from util.data.dataset import build_dataset, prepare_on_first_use, split_list
 from util.data.loader import make_loader
 from util.distributed import barrier, cleanup, init_distributed
 from util.errors import run_cli
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     if cfg.TEST.num_images:
         dataset = Subset(dataset, range(min(cfg.TEST.num_images, len(dataset))))
     loader = make_loader(dataset, cfg.TEST.batch_size, cfg.TEST.workers, env.rank, env.world, train=False)
+    check_data(cfg, [split_list(cfg, cfg.TEST.split)], env, logger)  # last before anything is written
     protocol = evaluation.protocol
     logger.info(f"evaluating {trained.path} (epoch {trained.epoch}) on {len(dataset)} images of {cfg.TEST.split}, "
                 f"protocol {protocol.name}, clean and {len(evaluation.attacks)} attack(s)")
@@ -52,8 +54,8 @@ def main(argv: list[str] | None = None) -> None:
     pictures, every_image = pictures_asked(cfg)
     store = None if every_image else evaluation_store(
         cfg, run_dir(cfg), trained.path, protocol.describe(), len(dataset))
-    if store is not None and store.folder.is_dir():
-        logger.info(f"continuing the interrupted evaluation kept in {store.folder}")
+    if store is not None and store.note:
+        logger.info(store.note)
     evaluation.run(loader, run_dir(cfg) / "result", cfg.TEST.run_name or f"{cfg.TEST.split}_{trained.path.stem}_"
                    f"{protocol.name}", model_path=trained.path, epoch=trained.epoch, store=store, pictures=pictures,
                    logger=logger)

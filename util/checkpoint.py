@@ -1,7 +1,10 @@
 """Checkpoints: written atomically (temporary file, then rename) and loaded safely and strictly."""
 from __future__ import annotations
 
+import io
 import os
+import pickletools
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -33,16 +36,55 @@ def load_checkpoint(path: str | Path, key: str = "TEST.model_path") -> dict[str,
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{key}: checkpoint '{path}' does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise UserError(f"{key}: cannot read checkpoint '{path}': {exc}") from exc
+    state = read_tensors(path, key)
     if isinstance(state, dict) and "model" not in state and isinstance(state.get("state_dict"), dict):
         state = {**state, "model": state["state_dict"]}  # semseg, DDC-AT and the RP-PGD release save 'state_dict'
     if not isinstance(state, dict) or "model" not in state:
         raise UserError(f"{key}: '{path}' is not a checkpoint of tool_train/train.py (no 'model' entry) nor of "
                         "semseg, DDC-AT or the RP-PGD release (no 'state_dict' entry)")
     return state
+
+
+def read_tensors(path: Path, key: str) -> Any:
+    """torch.load(path, weights_only=True): tensors and plain containers only, so no code in the file ever runs. A
+    file torch cannot read is a UserError that says which of the two it is: one holding other Python objects (named,
+    found by reading the pickle's opcodes without running them), or one that is no checkpoint or a damaged one."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, KeyError... by file
+        objects = pickled_objects(path)
+        if objects:
+            raise UserError(f"{key}: '{path}' holds Python objects other than tensors ({', '.join(objects[:5])}), "
+                            "which this project never unpickles (it loads with weights_only=True); re-save it as a "
+                            "state_dict") from None
+        raise UserError(f"{key}: '{path}' is not a checkpoint, or a damaged one (truncated? "
+                        f"{path.stat().st_size} bytes)") from exc
+
+
+def pickled_objects(path: Path) -> list[str]:
+    """The non-torch globals (module.name) that unpickling `path` would import; read with pickletools, so nothing
+    is imported or run. A zip checkpoint's data.pkl is read, or a legacy file's pickles one after another; [] when
+    there is no readable pickle."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            names = [n for n in archive.namelist() if n.endswith("data.pkl")]
+            data = archive.read(names[0]) if names else b""
+    else:
+        data = path.read_bytes()
+    stream, found, strings = io.BytesIO(data), [], []
+    try:
+        while stream.tell() < len(data):
+            for op, arg, _ in pickletools.genops(stream):
+                if op.name in ("GLOBAL", "INST"):
+                    found.append(str(arg).replace(" ", "."))
+                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    found.append(".".join(strings[-2:]))
+                if isinstance(arg, str):
+                    strings.append(arg)
+    except Exception:  # noqa: BLE001 -- the rest of a damaged file holds no pickle to read
+        pass
+    safe = ("torch.", "collections.OrderedDict", "builtins.set", "_codecs.encode")
+    return sorted({name for name in found if not name.startswith(safe)})
 
 
 def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:

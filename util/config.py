@@ -255,6 +255,21 @@ def _suggest(key: str, valid: Iterable[str], section: str = "") -> str:
 
 def _check_values(cfg: Config) -> None:
     DATASETS.get(cfg.DATA.name)  # a UserError naming DATA.name and the registered datasets
+    if cfg.DATA.classes < 1:
+        raise UserError(f"DATA.classes must be at least 1 (the number of classes the model predicts), "
+                        f"got {cfg.DATA.classes}")
+    if not 0 <= cfg.DATA.ignore_index <= 255:
+        raise UserError(f"DATA.ignore_index must be an 8-bit label value in [0, 255], got {cfg.DATA.ignore_index}")
+    if cfg.DATA.ignore_index < cfg.DATA.classes:
+        raise UserError(f"DATA.ignore_index {cfg.DATA.ignore_index} is a class id (DATA.classes {cfg.DATA.classes}); "
+                        "it must be >= DATA.classes")
+    table = DATASETS.get(cfg.DATA.name).classes
+    if cfg.DATA.check and table and len(table) != cfg.DATA.classes:
+        raise UserError(f"DATA.classes {cfg.DATA.classes} disagrees with dataset {cfg.DATA.name}'s class table of "
+                        f"{len(table)} classes ({', '.join(table[:3])}, ...): set DATA.classes {len(table)}, or "
+                        "register your variant of the data as a dataset of its own (docs/datasets.md); DATA.check "
+                        "false skips this check")
+    _check_eps(cfg)
     for name, choices in CHOICES.items():
         section, key = name.split(".")
         if cfg[section][key] not in choices:
@@ -288,3 +303,14 @@ def _check_values(cfg: Config) -> None:
             raise UserError(f"{name} must be >= 0 (0: off), got {cfg[section][key]}")
     if cfg.TRAIN.print_freq < 1:
         raise UserError(f"TRAIN.print_freq must be >= 1, got {cfg.TRAIN.print_freq}")
+
+
+def _check_eps(cfg: Config) -> None:
+    """Every attack spec's eps (an L-inf radius on [0,1] images) lies in [0, 1]."""
+    specs = [(f"ATTACK.attacks[{i}]", spec) for i, spec in enumerate(cfg.ATTACK.attacks)]
+    specs += [(name, cfg[name.split(".")[0]][name.split(".")[1]]) for name in sorted(_ATTACK_SPECS)]
+    for where, spec in specs:
+        eps = spec.get("eps")
+        if isinstance(eps, (int, float)) and not isinstance(eps, bool) and not 0 <= eps <= 1:
+            raise UserError(f"{where}.eps must be in [0, 1] (an L-inf radius on images in [0, 1], e.g. 8/255 = "
+                            f"0.0314), got {eps}")

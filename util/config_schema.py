@@ -21,7 +21,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "ignore_index": 255,
         "mean": [0.485, 0.456, 0.406],  # ImageNet statistics in [0,1] RGB; applied inside the model
         "std": [0.229, 0.224, 0.225],
-        "workers": 2,  # data loader processes per training process
+        "workers": 2,  # data loader processes per training process (and threads of the pre-flight data check)
+        # check every line of the lists a run reads before anything is written (util/data/check.py, cached)
+        "check": True,
     },
     "MODEL": {
         "arch": "pspnet",  # an architecture of model.ARCHITECTURES (model/architectures.py): its heads

@@ -45,7 +45,7 @@ def read_list(data_root: str | Path, list_file: str | Path) -> list[Entry]:
     path = root / list_file
     if not path.is_file():
         raise UserError(f"list file '{path}' does not exist (DATA.train_list/val_list; see {DATASETS_DOC})")
-    entries = []
+    entries, missing = [], []
     for number, text in enumerate(path.read_text().splitlines(), start=1):
         if not text.strip() or text.lstrip().startswith("#"):
             continue
@@ -53,10 +53,12 @@ def read_list(data_root: str | Path, list_file: str | Path) -> list[Entry]:
         if len(parts) != 2:
             raise UserError(f"{path}, line {number}: expected 'image label', got '{text.strip()}'")
         entry = Entry(root / parts[0], root / parts[1], path, number)
-        for kind, file in (("image", entry.image), ("label", entry.label)):
-            if not file.is_file():
-                raise UserError(f"{entry.where()}: {kind} file '{file}' does not exist")
+        missing += [f"{entry.where()}: {kind} file '{file}' does not exist"
+                    for kind, file in (("image", entry.image), ("label", entry.label)) if not file.is_file()]
         entries.append(entry)
+    if missing:
+        more = f" (and {len(missing) - 1} further missing file(s) in this list)" if len(missing) > 1 else ""
+        raise UserError(missing[0] + more)
     if not entries:
         raise UserError(f"list file '{path}' names no images")
     return entries
@@ -114,10 +116,15 @@ class SegDataset(Dataset):
         return image_t, torch.from_numpy(label.astype(np.int64)), index
 
 
+def split_list(cfg, split: str) -> str:
+    """The list file of a split: DATA.train_list for "train", DATA.val_list for "val"."""
+    return cfg.DATA.train_list if split == "train" else cfg.DATA.val_list
+
+
 def build_dataset(cfg, split: str, train: bool) -> SegDataset:
     """The dataset of DATA.train_list (split "train") or DATA.val_list ("val"), augmented when `train`."""
     d, t = cfg.DATA, cfg.TRAIN
-    list_file = d.train_list if split == "train" else d.val_list
+    list_file = split_list(cfg, split)
     transform = None
     if train:
         transform = TrainTransform(
