@@ -115,3 +115,12 @@ def test_data_check_false_skips_the_check(tiny_cfg, data):
     break_lines(data)
     assert check_data(cfg, ["list/train.txt"]) == []
     assert not (data.parent / "exp").exists()
+
+
+def test_the_caches_are_written_only_once_every_list_passed(tiny_cfg, data):
+    cfg = tiny_cfg("DATA.data_root", str(data))
+    truncate = data / "JPEGImages" / "val_00003.jpg"
+    truncate.write_bytes(truncate.read_bytes()[:100])
+    with pytest.raises(UserError, match="val.txt, line 4: cannot read image"):
+        check_data(cfg, ["list/train.txt", "list/val.txt"])
+    assert not (data.parent / "exp").exists(), "the training list passed, but its cache waits for the others"

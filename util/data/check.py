@@ -42,6 +42,12 @@ class ListCheck:
     counts: list[int]
     cached: bool
     seconds: float
+    cache: tuple[Path, dict] | None = None  # (cache file, content) still to write, for a fresh check
+
+    def save(self) -> None:
+        """Write the cache of a fresh check (nothing for a cached one)."""
+        if self.cache is not None:
+            write_cache(*self.cache)
 
 
 def check_entry(entry: Entry, classes: int, ignore_index: int) -> np.ndarray | str:
@@ -85,9 +91,11 @@ def cache_path(cfg, list_path: Path, cache_dir: Path | None = None) -> Path:
     return folder / f"{list_path.stem}-{where}.json"
 
 
-def check_list(cfg, list_file: str, progress: bool = True, cache_dir: Path | None = None) -> ListCheck:
+def check_list(cfg, list_file: str, progress: bool = True, cache_dir: Path | None = None, save: bool = True
+               ) -> ListCheck:
     """Check every line of DATA.data_root/`list_file` (or read the cached result, see cache_path); a bad line
-    raises a UserError naming the list file and line, and how many further lines are bad."""
+    raises a UserError naming the list file and line, and how many further lines are bad. A list that passes is
+    cached at once, or with `save` false when its ListCheck.save() is called."""
     start = time.perf_counter()
     d = cfg.DATA
     list_path, key = (Path(d.data_root) / list_file).resolve(), None
@@ -106,12 +114,16 @@ def check_list(cfg, list_file: str, progress: bool = True, cache_dir: Path | Non
         more = f" (and {len(failures) - 1} further bad line(s) in this list)" if len(failures) > 1 else ""
         raise UserError(f"{failures[0]}{more}")
     counts = np.sum(results, axis=0).tolist()
-    write_cache(cache_path(cfg, list_path, cache_dir), {"key": key, "samples": len(entries), "counts": counts})
-    return ListCheck(list_path, len(entries), counts, False, time.perf_counter() - start)
+    result = ListCheck(list_path, len(entries), counts, False, time.perf_counter() - start,
+                       (cache_path(cfg, list_path, cache_dir), {"key": key, "samples": len(entries), "counts": counts}))
+    if save:
+        result.save()
+    return result
 
 
 def check_data(cfg, list_files: list[str], env: DistEnv | None = None, logger=None) -> list[ListCheck]:
-    """The pre-flight check of the lists a run reads (nothing when DATA.check is false), one log line per list.
+    """The pre-flight check of the lists a run reads (nothing when DATA.check is false), one log line per list; the
+    caches are written once every list has passed.
     Under several processes the main one checks first; the others then find its cache (or check for themselves
     where EXP.root is not shared)."""
     if not cfg.DATA.check:
@@ -120,7 +132,9 @@ def check_data(cfg, list_files: list[str], env: DistEnv | None = None, logger=No
         return []
     lists = list(dict.fromkeys(list_files))
     main = env is None or env.is_main
-    checks = [check_list(cfg, name, progress=True) for name in lists] if main else []
+    checks = [check_list(cfg, name, progress=True, save=False) for name in lists] if main else []
+    for c in checks:  # only once every list passed
+        c.save()
     if env is not None:
         barrier(env)
         if not main:
