@@ -109,9 +109,10 @@ def threat_model(protocol: dict, attacks: dict, images: int, split: str) -> str:
 
 
 def write_results(cfg, result_dir: Path, model_path: Path | None, epoch: int | None, protocol: dict, results: dict,
-                  seconds: float, pictures: dict[str, list[Path]] | None = None) -> None:
+                  seconds: float, pictures: dict[str, list[Path]] | None = None, sections: Sequence[str] = ()) -> None:
     """metrics.json and report.md of one evaluation (docs/design.md, Outputs); prints the table. pictures: "panels" and
-    "strips", files under result_dir that the report embeds."""
+    "strips", files under result_dir that the report embeds; sections: further markdown sections (the eps sweep's),
+    placed after the per-class table. Optional entries of `results` ("eps_sweep", "surrogate") go to metrics.json."""
     payload = {
         "config": cfg.to_dict(),
         "model_path": None if model_path is None else str(model_path),  # None: a model handed over in Python
@@ -121,6 +122,7 @@ def write_results(cfg, result_dir: Path, model_path: Path | None, epoch: int | N
         "attacks": results["attacks"],
         "worst_case": results["worst_case"],
         "warnings": results["warnings"],  # engine/sanity.py: what makes the figures doubtful
+        **{k: results[k] for k in ("eps_sweep", "surrogate") if k in results},
         "seconds": round(seconds, 1),
     }
     write_json(payload, result_dir / "metrics.json")
@@ -143,12 +145,16 @@ def write_results(cfg, result_dir: Path, model_path: Path | None, epoch: int | N
                     f"{100 * r['per_image_choice']['mIoU']:.2f}; runs: "
                     + ", ".join(f"{run} {100 * v['mIoU']:.2f}" for run, v in r["runs"].items()) + ")."
                     for key, r in results["attacks"].items() if "figure" in r)
+    if worst is not None and len(worst["attacks"]) > 1:
+        wins = sorted(worst["images_per_attack"].items(), key=lambda kv: -kv[1])
+        notes += ("\n\nThe worst case takes, per image, the attack of the greedy dataset-level choice: "
+                  + ", ".join(f"`{k}` {n} image{'s' if n != 1 else ''}" for k, n in wins if n) + ".")
     warnings = "".join(f"- {w}\n" for w in results["warnings"])
     warnings = f"## Sanity checks\n\n{warnings}\n" if warnings else ""
     text = (f"# {cfg.EXP.name}: evaluation of {model_path or 'a model handed over in Python'}\n\n"
             f"{threat_model(protocol, results['attacks'], clean['images'], cfg.TEST.split)} "
             f"Inference {cfg.TEST.mode}.\n\n{table}{notes}\n\n![mIoU per attack]({chart.name})\n\n{warnings}"
-            f"## Per-class IoU (%)\n\n{per_class_table(names, columns)}\n")
+            f"## Per-class IoU (%)\n\n{per_class_table(names, columns)}\n" + "".join(sections))
     text += pictures_section(result_dir, pictures or {})
     (result_dir / "report.md").write_text(text)
     print(table)

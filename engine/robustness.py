@@ -24,6 +24,7 @@ from torch import nn
 
 from attack import Attack
 from engine.attacks import AttackSpec, attack_list, attack_specs
+from engine.eps_sweep import sweep_entries, sweep_section, sweep_specs
 from engine.evaluation import evaluate
 from engine.pictures import Pictures
 from engine.protocols import OnIterate, build_protocol
@@ -31,6 +32,7 @@ from engine.report import attack_entry, worst_case_entry, write_results
 from engine.result_store import ShardStore
 from engine.sanity import attack_above_clean_warnings
 from util.distributed import DistEnv, all_gather_objects, single_process
+from util.errors import UserError
 from util.evaluation.metrics import SegMetric
 from util.logger import make_logger
 from util.outputs import new_result_dir
@@ -58,6 +60,12 @@ class RobustnessEvaluation:
         self.protocol = build_protocol(cfg, model)
         specs = attack_list(cfg) if attacks is None else attack_specs(attacks, "attacks")
         self.attacks: dict[str, Attack] = {s.key: self.protocol.build_attack(s, cfg) for s in specs}
+        # ATTACK.eps_sweep: the fixed-budget attacks again at each eps (engine/eps_sweep.py), reported as curves
+        extra, self.sweep = sweep_specs(specs, list(cfg.ATTACK.eps_sweep))
+        taken = [s.key for s in extra if s.key in self.attacks]
+        if taken:
+            raise UserError(f"ATTACK.eps_sweep: the result name(s) {taken} of the sweep are taken by ATTACK.attacks")
+        self.sweep_attacks: dict[str, Attack] = {s.key: self.protocol.build_attack(s, cfg) for s in extra}
 
     def run(self, loader, parent: str | Path, name: str, *, model_path: Path | None = None, epoch: int | None = None,
             store: ShardStore | None = None, pictures: bool = False,
@@ -86,9 +94,12 @@ class RobustnessEvaluation:
                                               for p in part]  # every process's panels
         if env.is_main:
             description = {"split": cfg.TEST.split, "images": len(loader.dataset), **protocol.describe()}
+            sections = [] if "eps_sweep" not in result.entries else [sweep_section(
+                result_dir, result.entries["eps_sweep"], result.entries["clean"],
+                f"{cfg.EXP.name}: mIoU against eps ({protocol.name}, {len(loader.dataset)} images)")]
             write_results(cfg, result_dir, model_path, epoch, description, result.entries,
                           sum(result.seconds.values()),
-                          {"panels": written, "strips": [] if drawing is None else drawing.strips})
+                          {"panels": written, "strips": [] if drawing is None else drawing.strips}, sections)
             logger.info(f"report: {result_dir / 'report.md'}" + (f"; panels under {result_dir / 'panels'}"
                                                                    if written else ""))
             if store is not None:
@@ -112,16 +123,21 @@ class RobustnessEvaluation:
         entries = {"clean": clean.summary(), "attacks": {}}
         logger.info(f"clean: mIoU {entries['clean']['mIoU']:.4f}")
         attacked: dict[str, SegMetric] = {}
-        for key, atk in self.attacks.items():
+        swept: dict[str, SegMetric] = {}
+        for key, atk in {**self.attacks, **self.sweep_attacks}.items():
+            main = key in self.attacks  # else a run of the eps sweep: no pictures, no convergence curves
             start = time.time()
-            attacked[key] = evaluate(protocol, loader, env, k, attack=atk, desc=key, shard=shard(key, atk),
-                                     on_prediction=None if pictures is None else pictures.on_prediction(key, atk),
-                                     on_iterate=None if on_iterate is None else on_iterate(key))
+            metric = evaluate(protocol, loader, env, k, attack=atk, desc=key, shard=shard(key, atk),
+                              on_prediction=None if pictures is None or not main else pictures.on_prediction(key, atk),
+                              on_iterate=None if on_iterate is None or not main else on_iterate(key))
             seconds[key] = time.time() - start
-            if pictures is not None and env.is_main:
+            (attacked if main else swept)[key] = metric
+            if main and pictures is not None and env.is_main:
                 pictures.region_strip(protocol, key, atk, env.device)
-            entries["attacks"][key] = attack_entry(atk, attacked[key])
-            logger.info(f"{key}: mIoU {entries['attacks'][key]['mIoU']:.4f} ({atk!r})")
+            entry = attack_entry(atk, metric)
+            if main:
+                entries["attacks"][key] = entry
+            logger.info(f"{key}: mIoU {entry['mIoU']:.4f} ({atk!r})")
         warnings = clean.warnings + [w for key in attacked for w in attacked[key].warnings]
         warnings += [w for key, r in entries["attacks"].items()
                      for w in attack_above_clean_warnings(key, r["mIoU"], entries["clean"]["mIoU"])]
@@ -132,4 +148,7 @@ class RobustnessEvaluation:
         starts = [[f"{key}/{run}" for run in r["per_image_run"]] for key, r in entries["attacks"].items()
                   if "per_image_run" in r]
         entries["worst_case"] = worst_case_entry(attacked, starts)
-        return RobustnessResult(clean, attacked, entries, seconds)
+        if self.sweep:
+            entries["eps_sweep"] = sweep_entries(self.sweep, {**attacked, **swept},
+                                                 {**self.attacks, **self.sweep_attacks})
+        return RobustnessResult(clean, {**attacked, **swept}, entries, seconds)

@@ -187,7 +187,7 @@ def _coerce(name: str, value: Any, default: Any, source: str) -> Any:
             raise bad("a list")
         if name in _FIXED_LENGTH and len(value) != len(default):
             raise bad(f"a list of {len(default)} numbers")
-        if default and isinstance(default[0], float):
+        if (default and isinstance(default[0], float)) or name in _FLOAT_LISTS:
             return [_to_float(v, bad) for v in value]
         if default and isinstance(default[0], int):
             if not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
@@ -203,6 +203,7 @@ _GONE = {"ADV_TRAIN.composition": "the batch composition is part of the training
 _SQUARE = {"TRAIN.crop_size", "TEST.crop_size"}
 _ATTACK_SPECS = {"ADV_TRAIN.attack", "ADV_TRAIN.val_attack"}  # read by engine/attacks.py like ATTACK.attacks
 _MAPPINGS = {"ATTACK.attacks"}  # lists of mappings
+_FLOAT_LISTS = {"ATTACK.eps_sweep"}  # lists of numbers that default to []
 _FIXED_LENGTH = {
     "DATA.mean", "DATA.std", "TRAIN.crop_size", "TRAIN.scale_range", "TRAIN.rotate_range", "TEST.crop_size",
 }
@@ -306,11 +307,13 @@ def _check_values(cfg: Config) -> None:
 
 
 def _check_eps(cfg: Config) -> None:
-    """Every attack spec's eps (an L-inf radius on [0,1] images) lies in [0, 1]."""
-    specs = [(f"ATTACK.attacks[{i}]", spec) for i, spec in enumerate(cfg.ATTACK.attacks)]
-    specs += [(name, cfg[name.split(".")[0]][name.split(".")[1]]) for name in sorted(_ATTACK_SPECS)]
-    for where, spec in specs:
-        eps = spec.get("eps")
+    """Every eps (an L-inf radius on [0,1] images) of an attack spec or of the eps sweep lies in [0, 1]."""
+    values = [(f"ATTACK.attacks[{i}].eps", spec.get("eps")) for i, spec in enumerate(cfg.ATTACK.attacks)]
+    for name in sorted(_ATTACK_SPECS):
+        section, key = name.split(".")
+        values.append((f"{name}.eps", cfg[section][key].get("eps")))
+    values += [(f"ATTACK.eps_sweep[{i}]", eps) for i, eps in enumerate(cfg.ATTACK.eps_sweep)]
+    for where, eps in values:
         if isinstance(eps, (int, float)) and not isinstance(eps, bool) and not 0 <= eps <= 1:
-            raise UserError(f"{where}.eps must be in [0, 1] (an L-inf radius on images in [0, 1], e.g. 8/255 = "
-                            f"0.0314), got {eps}")
+            raise UserError(f"{where} must be in [0, 1] (an L-inf radius on images in [0, 1], e.g. 8/255 = 0.0314), "
+                            f"got {eps}")

@@ -114,6 +114,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         # attacks that tool_test/test.py runs after the clean evaluation: a list of attack specs
         # {name: registry name, key: result name (default: name), any build_attack parameter}
         "attacks": [],
+        # robustness curves: every fixed-budget attack of ATTACK.attacks again at each eps of this list (step sizes
+        # scaled with eps), with the worst case per eps; e.g. [1/255, 2/255, 4/255, 8/255, 12/255]; []: off
+        "eps_sweep": [],
         "seed": 0,  # image i's random start is seeded from (seed, dataset index i)
         # precision of the evaluation attacks' forward and backward passes: none (fp32) | bf16 | fp16 (CUDA only);
         # the perturbation, its projection and the scored predictions stay fp32

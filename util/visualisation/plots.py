@@ -75,3 +75,25 @@ def step_curves(curves: dict[str, tuple[Sequence[int], Sequence[float]]], finals
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper right", ncol=2 if len(curves) + len(finals) > 8 else 1)
     return _save(fig, path)
+
+
+def eps_curves(eps: Sequence[float], series: dict[str, Sequence[float | None]], path: Path, title: str,
+               clean: float | None = None) -> Path:
+    """mIoU (%) against eps (in 1/255 on the axis), one line per attack (fractions, None leaves a gap), the worst
+    case drawn thick and black; `clean` as a dashed line."""
+    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    xs = [255 * e for e in eps]
+    for label, values in series.items():
+        kept = [(x, 100 * v) for x, v in zip(xs, values) if v is not None]
+        worst = label == "worst case"
+        ax.plot([x for x, _ in kept], [v for _, v in kept], marker="o", markersize=3, label=label,
+                linewidth=2.4 if worst else 1.2, color="black" if worst else None, zorder=3 if worst else 2)
+    if clean is not None:
+        ax.axhline(100 * clean, color="grey", linestyle="--", linewidth=1, label="clean")
+    ax.set_xlabel("eps (x 1/255, L-inf)")
+    ax.set_ylabel("mIoU (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper right")
+    return _save(fig, path)
