@@ -151,9 +151,13 @@ def write_results(cfg, result_dir: Path, model_path: Path | None, epoch: int | N
                   + ", ".join(f"`{k}` {n} image{'s' if n != 1 else ''}" for k, n in wins if n) + ".")
     warnings = "".join(f"- {w}\n" for w in results["warnings"])
     warnings = f"## Sanity checks\n\n{warnings}\n" if warnings else ""
+    transfer = "" if "surrogate" not in results else (
+        f"Transfer (black-box): every attack ran on the surrogate `{results['surrogate']['model_path']}` (config "
+        f"`{results['surrogate']['config']}`, {results['surrogate']['arch']}) and its images are scored on this "
+        "model. ")
     text = (f"# {cfg.EXP.name}: evaluation of {model_path or 'a model handed over in Python'}\n\n"
             f"{threat_model(protocol, results['attacks'], clean['images'], cfg.TEST.split)} "
-            f"Inference {cfg.TEST.mode}.\n\n{table}{notes}\n\n![mIoU per attack]({chart.name})\n\n{warnings}"
+            f"{transfer}Inference {cfg.TEST.mode}.\n\n{table}{notes}\n\n![mIoU per attack]({chart.name})\n\n{warnings}"
             f"## Per-class IoU (%)\n\n{per_class_table(names, columns)}\n" + "".join(sections))
     text += pictures_section(result_dir, pictures or {})
     (result_dir / "report.md").write_text(text)

@@ -93,13 +93,15 @@ CODE_FILE = "code.json"  # in each .partial/<digest>/: the inputs' digest, the s
 
 
 def evaluation_store(cfg, run: Path, model_path: Path, protocol_description: dict, images: int,
-                     sources: dict[str, str] | None = None) -> ShardStore:
+                     sources: dict[str, str] | None = None, surrogate: dict | None = None) -> ShardStore:
     """Where an evaluation's finished shards are kept (<run>/result/.partial/<digest>/): named by a digest of
     everything that decides the figures (the checkpoint's bytes, the protocol, the image count, the DATA and TEST
-    settings, the project's sources (default: code_digests()) and torch's version), not the split into processes
+    settings, the surrogate of a transfer evaluation (Surrogate.describe()), the project's sources (default:
+    code_digests()) and torch's version), not the split into processes
     (the shards' file names carry it), nor workers or pictures. Shards of the same inputs under other code are
     removed, and the store's note names the sources that changed."""
     inputs = {"checkpoint": file_digest(model_path), "protocol": protocol_description, "images": images,
+              "surrogate": surrogate,
               "DATA": {k: v for k, v in cfg.DATA.to_dict().items() if k not in ("workers", "check")},
               "TEST": {k: v for k, v in cfg.TEST.to_dict().items() if k not in ("workers", "run_name",
                                                                                  "save_pictures", "model_path")}}

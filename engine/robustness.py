@@ -31,6 +31,7 @@ from engine.protocols import OnIterate, build_protocol
 from engine.report import attack_entry, worst_case_entry, write_results
 from engine.result_store import ShardStore
 from engine.sanity import attack_above_clean_warnings
+from engine.surrogate import load_surrogate
 from util.distributed import DistEnv, all_gather_objects, single_process
 from util.errors import UserError
 from util.evaluation.metrics import SegMetric
@@ -51,13 +52,16 @@ class RobustnessResult:
 
 class RobustnessEvaluation:
     """A model's evaluation under cfg's protocol and attacks: `attacks` is a list of attack specs ({name, key,
-    parameters}, as ATTACK.attacks takes them) or None for ATTACK.attacks. The model is evaluated in eval mode and
-    its mode restored afterwards."""
+    parameters}, as ATTACK.attacks takes them) or None for ATTACK.attacks; ATTACK.eps_sweep adds the robustness curves
+    and ATTACK.surrogate makes it a transfer evaluation. The model is evaluated in eval mode and its mode restored
+    afterwards."""
 
     def __init__(self, cfg, model: nn.Module, attacks: Sequence[dict | AttackSpec] | None = None,
                  env: DistEnv | None = None) -> None:
         self.cfg, self.env = cfg, env or single_process()
-        self.protocol = build_protocol(cfg, model)
+        # ATTACK.surrogate: the attacks run on another model, their images are scored on this one (transfer)
+        self.surrogate = load_surrogate(cfg, self.env.device)
+        self.protocol = build_protocol(cfg, model, self.surrogate)
         specs = attack_list(cfg) if attacks is None else attack_specs(attacks, "attacks")
         self.attacks: dict[str, Attack] = {s.key: self.protocol.build_attack(s, cfg) for s in specs}
         # ATTACK.eps_sweep: the fixed-budget attacks again at each eps (engine/eps_sweep.py), reported as curves
@@ -148,6 +152,8 @@ class RobustnessEvaluation:
         starts = [[f"{key}/{run}" for run in r["per_image_run"]] for key, r in entries["attacks"].items()
                   if "per_image_run" in r]
         entries["worst_case"] = worst_case_entry(attacked, starts)
+        if self.surrogate is not None:
+            entries["surrogate"] = self.surrogate.describe()
         if self.sweep:
             entries["eps_sweep"] = sweep_entries(self.sweep, {**attacked, **swept},
                                                  {**self.attacks, **self.sweep_attacks})

@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> None:
     # pictures need every image predicted in this run, so they turn off the store of finished shards
     pictures, every_image = pictures_asked(cfg)
     store = None if every_image else evaluation_store(
-        cfg, run_dir(cfg), trained.path, protocol.describe(), len(dataset))
+        cfg, run_dir(cfg), trained.path, protocol.describe(), len(dataset),
+        surrogate=None if evaluation.surrogate is None else evaluation.surrogate.describe())
     if store is not None and store.note:
         logger.info(store.note)
     evaluation.run(loader, run_dir(cfg) / "result", cfg.TEST.run_name or f"{cfg.TEST.split}_{trained.path.stem}_"

@@ -271,6 +271,11 @@ def _check_values(cfg: Config) -> None:
                         "register your variant of the data as a dataset of its own (docs/datasets.md); DATA.check "
                         "false skips this check")
     _check_eps(cfg)
+    surrogate = cfg.ATTACK.surrogate
+    if surrogate and (set(surrogate) - {"config", "model_path"} or not isinstance(surrogate.get("config"), str)
+                      or not isinstance(surrogate.get("model_path", ""), str)):
+        raise UserError(f"ATTACK.surrogate must be {{}} or {{config: <the surrogate's config file>, model_path: <its "
+                        f"checkpoint>}}, got {surrogate}")
     for name, choices in CHOICES.items():
         section, key = name.split(".")
         if cfg[section][key] not in choices:

@@ -117,6 +117,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         # robustness curves: every fixed-budget attack of ATTACK.attacks again at each eps of this list (step sizes
         # scaled with eps), with the worst case per eps; e.g. [1/255, 2/255, 4/255, 8/255, 12/255]; []: off
         "eps_sweep": [],
+        # transfer: {config: <a surrogate's config>, model_path: <its checkpoint>}; the attacks run on the surrogate
+        # and their images are scored on the evaluated model (engine/surrogate.py); {}: white-box
+        "surrogate": {},
         "seed": 0,  # image i's random start is seeded from (seed, dataset index i)
         # precision of the evaluation attacks' forward and backward passes: none (fp32) | bf16 | fp16 (CUDA only);
         # the perturbation, its projection and the scored predictions stay fp32

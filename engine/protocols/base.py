@@ -76,6 +76,7 @@ class Protocol:
                              f"protocol {self.name} predicts at one scale: leave TEST.scales at [1.0]")
         self.check()
         self._target = self.attack_target()
+        self._attack_on = self._target  # another model's target under transfer (attack_through)
 
     # ---- what a protocol defines -------------------------------------------------------------------------
     def check(self) -> None:
@@ -84,6 +85,11 @@ class Protocol:
     def attack_target(self) -> nn.Module:
         """The module the protocol's attacks run on: the model itself unless a protocol says otherwise."""
         return self.model
+
+    def view_settings(self) -> dict:
+        """The settings that decide the view (the images an attack perturbs): none unless a protocol says
+        otherwise. Transfer needs the surrogate's protocol to give the same view."""
+        return {}
 
     def view(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The images and labels the protocol predicts and scores: the whole images unless a protocol says
@@ -111,8 +117,17 @@ class Protocol:
                 "seeds": f"per image from (ATTACK.seed={self.seed}, dataset index)"}
 
     def build_attack(self, spec: AttackSpec, cfg) -> Attack:
-        """The attack of `spec` on this protocol's inference target."""
-        return build_from_spec(spec, self._target, cfg)
+        """The attack of `spec` on this protocol's inference target (the surrogate's, under transfer)."""
+        return build_from_spec(spec, self._attack_on, cfg)
+
+    def attack_through(self, surrogate: Protocol) -> None:
+        """Transfer: attacks are built on the surrogate protocol's target (its model and inference settings) and
+        their images scored on this one's; both must give the same view of an image."""
+        if surrogate.name != self.name or surrogate.view_settings() != self.view_settings():
+            raise ValueError(f"the surrogate's protocol {surrogate.name} {surrogate.view_settings() or ''} must give "
+                             f"the view of the evaluated protocol {self.name} {self.view_settings() or ''}: set its "
+                             f"ATTACK.protocol and TEST view settings alike")
+        self._attack_on = surrogate._target
 
     def predict(self, x: torch.Tensor, y: torch.Tensor, indices: list[int], attack: Attack | None = None,
                 on_iterate: OnIterate | None = None) -> Prediction:
@@ -121,7 +136,7 @@ class Protocol:
         if attack is None:
             with torch.no_grad():
                 return self.clean(x, y)
-        if attack.model is not self._target:
+        if attack.model is not self._attack_on:
             raise ValueError(f"protocol {self.name}: build the attack with protocol.build_attack")
         return self.attacked(attack, x, y, indices, on_iterate)
 

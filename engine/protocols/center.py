@@ -33,5 +33,8 @@ class Center(Protocol):
             raise ValueError(f"protocol center evaluates SEA's centre square: TEST.crop_size must be square (e.g. "
                              f"[473, 473]); got {list(crop)}")
 
+    def view_settings(self) -> dict:
+        return {"crop": self.settings["crop"]}
+
     def view(self, x, y):
         return center_crop(x, y, self.settings["crop"][0])

@@ -36,6 +36,11 @@ class Legacy(Protocol):
             raise ValueError("protocol legacy resizes the long side to TEST.base_size as the released scripts do: "
                              "set TEST.base_size (512 for VOC and ADE20k, 1024 for Cityscapes)")
 
+    def view_settings(self) -> dict:
+        s = self.settings
+        return {"crop": s["crop"], "stride_rate": s["stride_rate"], "base_size": s["base_size"],
+                "scales": self.scales, "resize": self.resize}
+
     def describe(self) -> dict:
         out = super().describe()
         out["seeds"] += " and crop index (crops of every scale counted in order)"
