@@ -16,7 +16,7 @@ FAST = {"apgd-ce": {"steps": 4}, "apgd-mce": {"steps": 4}, "apgd-mce-bal": {"ste
         "alma-prox": {"steps": 10, "lr_init": 0.01}, "asma": {"steps": 10, "tau": 1e-3}}
 # adv_lib's DAG and PDPGD return the clean image until they fool 99% of an image's valid pixels (PDPGD: more than
 # the clean image does), which random labels on an untrained model never allow; tests/test_rse_attacks.py shows
-# them changing images on a trained model
+# them changing images on a per-pixel linear model
 CLEAN_UNTIL_FOOLED = {"dag", "pdpgd"}
 DETERMINISTIC = {name for name in ATTACKS if "seed" not in attack_parameters(name)}  # fgsm, adv_lib's attacks
 
