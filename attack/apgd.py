@@ -21,9 +21,19 @@ from torch import nn
 
 from attack.ball import RandomSource, project
 from attack.base import Attack, AttackResult, Recorder, check_choice, keep_best
-from attack.losses import ce_map, class_weights_from_counts, js_map, masked_mean, mce_bal_map, mce_map, valid_mask
+from attack.losses import (
+    ce_map,
+    class_weights_from_counts,
+    js_map,
+    masked_mean,
+    mce_bal_map,
+    mce_map,
+    norm_corrlog_map,
+    segpgd_map,
+    valid_mask,
+)
 
-LOSSES = ("ce", "mce", "mce-bal", "js")
+LOSSES = ("ce", "mce", "mce-bal", "js", "segpgd", "mask-norm-corrlog")
 MOMENTUM = 0.75
 RHO = 0.75  # a window halves the step unless more than this fraction of its steps raised the tracked loss
 
@@ -57,8 +67,13 @@ def mce_bal_weights(losses: Sequence[str], class_counts: Sequence[float] | None,
 
 
 def loss_map(loss: str, logits: torch.Tensor, labels: torch.Tensor, ignore_index: int,
-             weights: torch.Tensor | None) -> torch.Tensor:
-    """The per-pixel map (N,H,W) of one of LOSSES."""
+             weights: torch.Tensor | None, k: int = 0, steps: int = 1) -> torch.Tensor:
+    """The per-pixel map (N,H,W) of one of LOSSES at iterate k (0 the start) of a run of `steps` steps: only SegPGD's
+    loss depends on them, through lambda = k / (2 steps) (SEA's code; segpgd_map counts from 1)."""
+    if loss == "segpgd":
+        return segpgd_map(logits, labels, k + 1, steps, ignore_index)
+    if loss == "mask-norm-corrlog":
+        return norm_corrlog_map(logits, labels, ignore_index)
     if loss == "ce":
         return ce_map(logits, labels, ignore_index)
     if loss == "mce":
@@ -69,8 +84,9 @@ def loss_map(loss: str, logits: torch.Tensor, labels: torch.Tensor, ignore_index
 
 
 class APGD(Attack):
-    """APGD with loss `ce`, `mce`, `mce-bal` (needs class_counts or class_weights) or `js`; `track_loss` (one of the
-    same) decides step-size halving, the best point and the reset."""
+    """APGD with loss `ce`, `mce`, `mce-bal` (needs class_counts or class_weights), `js`, `segpgd` (SegPGD's loss,
+    lambda = k / (2 steps) at iterate k of the run) or `mask-norm-corrlog` (the masked normalised correct logit);
+    `track_loss` (one of the same) decides step-size halving, the best point and the reset."""
 
     name = "apgd"
     fixed_by_name = ("loss",)  # the registry names apgd-ce, apgd-mce, ... fix it
@@ -89,13 +105,15 @@ class APGD(Attack):
         self.class_weights = None if class_weights is None else torch.as_tensor(class_weights).tolist()
         self.name = f"apgd-{loss}"
 
-    def per_image(self, loss: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Loss `loss` per image (N,): its map averaged over valid pixels."""
-        return masked_mean(loss_map(loss, logits, labels, self.ignore_index, self.weights),
+    def per_image(self, loss: str, logits: torch.Tensor, labels: torch.Tensor, k: int = 0, steps: int = 1
+                  ) -> torch.Tensor:
+        """Loss `loss` per image (N,) at iterate k of a run of `steps` steps: its map averaged over valid pixels."""
+        return masked_mean(loss_map(loss, logits, labels, self.ignore_index, self.weights, k, steps),
                            valid_mask(labels, self.ignore_index))
 
     def objective(self, out, labels: torch.Tensor, step: int, state: dict) -> torch.Tensor:
-        return self.per_image(self.loss, self.logits_of(out), labels)
+        """The attack's loss at iterate step - 1 of the run (optimise() passes k + 1 for iterate k)."""
+        return self.per_image(self.loss, self.logits_of(out), labels, step - 1, state["steps"])
 
     def expected_passes(self) -> tuple[int, int]:
         """APGD judges its start point and each step, the last iterate without a gradient: steps + 1 forward passes,
@@ -120,7 +138,7 @@ class APGD(Attack):
         n = x_nat.shape[0]
         marks = set(apgd_checkpoints(steps))
         eta = torch.full((n,), 2.0 * radius, dtype=x_nat.dtype, device=x_nat.device)
-        state: dict = {"step_size": eta, "stage": stage}
+        state: dict = {"step_size": eta, "stage": stage, "steps": steps}
 
         def judge(k: int, x: torch.Tensor):
             """Attack loss, its gradient (None at the last iterate, which needs none), tracked loss and pixel
@@ -129,7 +147,7 @@ class APGD(Attack):
                 loss, grad, logits = self.loss_and_grad(x, labels, k + 1, state, records)
             else:
                 (loss, logits), grad = self.evaluate(x, labels, k + 1, state), None
-            state["track"] = self.per_image(self.track_loss, logits, labels)
+            state["track"] = self.per_image(self.track_loss, logits, labels, k, steps)
             acc = self.record(records, k, loss, logits, labels, state)
             return grad, state["track"], acc
 

@@ -314,8 +314,9 @@ class Attack:
         """Lower is a stronger attack: pixel accuracy, or minus the target agreement when targeted."""
         return acc if self.maximise else -acc
 
-    def step(self, x: torch.Tensor, grad: torch.Tensor, x_nat: torch.Tensor) -> torch.Tensor:
-        """x_t = clip01(P_eps(x_{t-1} +- alpha * direction(grad)))."""
+    def step(self, x: torch.Tensor, grad: torch.Tensor, x_nat: torch.Tensor, state: dict) -> torch.Tensor:
+        """x_t = clip01(P_eps(x_{t-1} +- alpha * direction(grad))); `state` is the run's (an optimiser keeps its
+        moments there)."""
         direction = ascent_direction(grad, self.norm)
         if not self.maximise:
             direction = -direction
@@ -334,7 +335,7 @@ class Attack:
                 score = self.badness(self.record(records, t - 1, loss, logits, labels, state))
                 if t > 1 or self.start_is_feasible:
                     best_x, best_score = keep_best(best_x, best_score, x, score)
-            x = self.step(x, grad, x_nat)
+            x = self.step(x, grad, x_nat, state)
         extras = self.result_extras(state)  # the state of the last step: the same whether the run is judged or not
         if judge:
             loss, logits = self.evaluate(x, labels, self.steps, state)

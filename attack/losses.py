@@ -127,6 +127,24 @@ def js_map(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int) -> tor
     return (0.5 * (others + own) - 0.5 * log_m_y) * valid
 
 
+def norm_corrlog_map(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """The masked normalised correct-logit loss of SEA's code: -z_y / ||z||_2 (the logits z normalised over the
+    classes), at pixels still classified correctly (mask detached), 0 elsewhere and at ignored pixels, (N,H,W)."""
+    valid = valid_mask(labels, ignore_index)
+    z = logits / logits.norm(dim=1, keepdim=True).clamp(min=1e-12)
+    z_y = z.gather(1, _safe_labels(labels, valid).unsqueeze(1)).squeeze(1)
+    correct = (predictions(logits) == labels) & valid
+    return -z_y * correct.to(logits.dtype)
+
+
+def cosine_distance_map(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """1 - cos(z_p, onehot(y_p)) on the logits z (not the probabilities), as the rse package's PAdam-Cos computes it
+    (torch's cosine_similarity), (N,H,W), 0 at ignored pixels."""
+    valid = valid_mask(labels, ignore_index)
+    onehot = F.one_hot(_safe_labels(labels, valid), logits.shape[1]).movedim(-1, 1).to(logits.dtype)
+    return (1 - F.cosine_similarity(logits, onehot, dim=1)) * valid
+
+
 def class_weights_from_counts(counts: Sequence[float] | torch.Tensor) -> torch.Tensor:
     """MCE-Bal weights 1/N_y from per-class pixel counts (K,), scaled to mean 1 over the classes.
 

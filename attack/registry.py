@@ -13,18 +13,27 @@ from torch import nn
 from attack.apgd import APGD
 from attack.base import Attack
 from attack.cospgd import CosPGD
+from attack.minimal_norm import ASMA, DAG, PDGD, PDPGD, ALMAProx
+from attack.padam import PAdam
 from attack.pgd import BIM, FGSM, PGD
 from attack.rppgd import RPPGD, RPPGDPlusPlus
 from attack.sea import SEA
 from attack.segpgd import SegPGD
 
 
-def _apgd(loss: str) -> Callable[..., APGD]:
-    def make(model: nn.Module, **params) -> APGD:
-        return APGD(model, loss=loss, **params)
-    make.__signature__ = inspect.signature(APGD).replace(  # type: ignore[attr-defined]
-        parameters=[p for p in inspect.signature(APGD).parameters.values() if p.name != "loss"])
+def _preset(cls: type, fixed: dict, **defaults) -> Callable[..., Attack]:
+    """A factory of `cls` with the arguments `fixed` set (the registry name fixes them) and other defaults: APGD's
+    loss, rse's presets."""
+    def make(model: nn.Module, **params) -> Attack:
+        return cls(model, **fixed, **{**defaults, **params})
+    sig = inspect.signature(cls)
+    make.__signature__ = sig.replace(parameters=[  # type: ignore[attr-defined]
+        p.replace(default=defaults.get(p.name, p.default)) for p in sig.parameters.values() if p.name not in fixed])
     return make
+
+
+def _apgd(loss: str, **defaults) -> Callable[..., Attack]:
+    return _preset(APGD, {"loss": loss}, **defaults)
 
 
 ATTACKS: dict[str, Callable[..., Attack]] = {
@@ -39,7 +48,18 @@ ATTACKS: dict[str, Callable[..., Attack]] = {
     "apgd-mce": _apgd("mce"),
     "apgd-mce-bal": _apgd("mce-bal"),
     "apgd-js": _apgd("js"),
+    # the two APGD runs of the rse ensemble (Halmosi et al., ECCV 2024) that SEA lacks, with rse's tracked losses
+    "apgd-segpgd": _apgd("segpgd", steps=300),
+    "apgd-mask-norm-corrlog": _apgd("mask-norm-corrlog", steps=300, track_loss="mask-norm-corrlog"),
     "sea": SEA,
+    "padam-ce": _preset(PAdam, {"loss": "ce"}),
+    "padam-cos": _preset(PAdam, {"loss": "cos"}),
+    # adv_lib's minimal-norm attacks, clamped to the eps ball (rse runs dag with gamma 0.001 and 0.003)
+    "dag": DAG,
+    "pdpgd": PDPGD,
+    "alma-prox": ALMAProx,
+    "asma": ASMA,
+    "pdgd": PDGD,
 }
 
 

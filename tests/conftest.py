@@ -19,6 +19,14 @@ def _few_threads():
     torch.set_num_threads(2)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _no_torch_compile():
+    """adv_lib compiles ALMA prox's proximal operator with torch.compile, which takes some 20 s per input shape on a
+    CPU; the fast tests run the same operations eagerly."""
+    with torch._dynamo.config.patch(disable=True):
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     """A small demo dataset: 16 training and 4 validation scenes of 48x48 pixels."""

@@ -5,20 +5,31 @@ import pytest
 import torch
 from tiny_models import TinySeg
 
-from attack import ATTACKS, build_attack
+from attack import ATTACKS, attack_parameters, build_attack
 
 CLASSES = 7
 COUNTS = [50, 40, 30, 20, 10, 5, 1]
 FAST = {"apgd-ce": {"steps": 4}, "apgd-mce": {"steps": 4}, "apgd-mce-bal": {"steps": 4, "class_counts": COUNTS},
-        "apgd-js": {"steps": 4}, "sea": {"steps": 6, "class_counts": COUNTS}}
+        "apgd-js": {"steps": 4}, "apgd-segpgd": {"steps": 4}, "apgd-mask-norm-corrlog": {"steps": 4},
+        "sea": {"steps": 6, "class_counts": COUNTS},
+        "dag": {"steps": 10, "gamma": 0.1}, "pdpgd": {"steps": 10, "primal_lr": 0.1}, "pdgd": {"steps": 10},
+        "alma-prox": {"steps": 10, "lr_init": 0.01}, "asma": {"steps": 10, "tau": 1e-3}}
+# adv_lib's DAG and PDPGD return the clean image until they fool 99% of an image's valid pixels (PDPGD: more than
+# the clean image does), which random labels on an untrained model never allow; tests/test_rse_attacks.py shows
+# them changing images on a per-pixel linear model
+CLEAN_UNTIL_FOOLED = {"dag", "pdpgd"}
+DETERMINISTIC = {name for name in ATTACKS if "seed" not in attack_parameters(name)}  # fgsm, adv_lib's attacks
 
 
 def params(name: str, **extra) -> dict:
+    """Cheap parameters for attack `name`; `seed` and `random_start` are dropped for attacks that draw nothing."""
     p = {"steps": 3} if name != "fgsm" else {}
     if name in ("rppgd", "rppgd++"):
         p["alpha"] = 0.01
     p.update(FAST.get(name, {}))
     p.update(extra)
+    if name in DETERMINISTIC:
+        p = {k: v for k, v in p.items() if k not in ("seed", "random_start")}
     return p
 
 
@@ -63,7 +74,7 @@ def test_contract(model, name, extra, batch):
     for p in model.parameters():
         p.grad = torch.full_like(p, 0.5)
     stats = [b.clone() for b in model.buffers()]
-    atk = build_attack(name, model, seed=1, **params(name, **extra)) if name != "fgsm" else \
+    atk = build_attack(name, model, **params(name, seed=1, **extra)) if name != "fgsm" else \
         build_attack(name, model, **extra)
     adv = atk(x, y)
 
@@ -74,7 +85,7 @@ def test_contract(model, name, extra, batch):
         assert (adv - x).flatten(1).norm(dim=1).max() <= atk.eps + 1e-5
     else:
         assert (adv - x).abs().max() <= atk.eps + 1e-6
-    assert not torch.equal(adv, x), "the attack did not change the image"
+    assert name in CLEAN_UNTIL_FOOLED or not torch.equal(adv, x), "the attack did not change the image"
     assert torch.equal(x, x_copy) and torch.equal(y, y_copy), "inputs were modified"
     assert model.training and not model.head[0].training, "train/eval flags were not restored"
     assert all(torch.equal(p.grad, torch.full_like(p, 0.5)) for p in model.parameters()), "parameter .grad changed"
@@ -133,14 +144,14 @@ def test_rejects_images_outside_unit_range(model):
 def test_per_image_seeds_make_an_image_independent_of_its_batch(model, name, extra):
     """Robust evaluation seeds each image by its dataset index: a batch of 1 and a batch of 4 agree."""
     x, y = sample(4)
-    atk = build_attack(name, model, seed=7, **params(name, **extra))
+    atk = build_attack(name, model, **params(name, seed=7, **extra))
     seeds = [11, 12, 13, 14]
     batched = atk(x, y, seeds=seeds)
     alone = torch.cat([atk(x[i:i + 1], y[i:i + 1], seeds=seeds[i:i + 1]) for i in range(4)])
     # batched convolutions round differently: L2 steps move by ~1e-8, and a sign step can flip where a gradient
     # is ~0; allow 0.1% of the values to differ by more than 1e-5
     assert ((batched - alone).abs() > 1e-5).float().mean() < 1e-3
-    if atk.random_start:  # BIM starts at the clean image
+    if atk.random_start and name not in DETERMINISTIC:  # BIM starts at the clean image
         assert not torch.equal(atk(x, y, seeds=[1, 2, 3, 4]), batched), "the seeds choose the random start"
     with pytest.raises(ValueError, match="one int per image"):
         atk(x, y, seeds=[1, 2])
@@ -153,7 +164,7 @@ def test_one_attack_object_serves_nested_calls(model, name):
     findings intact."""
     x, y = sample(2, 21, 19)
     y[1] = 255  # the second image has no valid pixel: no gradient, no finding
-    atk = build_attack(name, model, seed=3, **params(name)) if name != "fgsm" else build_attack(name, model)
+    atk = build_attack(name, model, **params(name, seed=3)) if name != "fgsm" else build_attack(name, model)
     inner_alone, outer_alone = atk(x[:1], y[:1]), atk.run(x, y, trace=False)
     inner = []
 

@@ -15,7 +15,12 @@ def miou(model, x, y) -> float:
         return scores(confusion_matrix(model(x).argmax(1), y, 7))["mIoU"]
 
 
-@pytest.mark.parametrize("name", list(ATTACKS))
+# adv_lib's minimal-norm attacks minimise a norm under a fooled-pixel constraint rather than raise a loss: see
+# tests/test_rse_attacks.py
+MINIMAL_NORM = ("dag", "pdpgd", "alma-prox", "asma", "pdgd")
+
+
+@pytest.mark.parametrize("name", [n for n in ATTACKS if n not in MINIMAL_NORM])
 def test_attack_raises_its_loss(trained_tiny, name):
     model, x, y = trained_tiny
     params = {"fgsm": {}, "bim": {"steps": 5}}.get(name, {"steps": 5, "random_start": False})
