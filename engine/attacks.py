@@ -14,6 +14,7 @@ from typing import Any
 from torch import nn
 
 from attack import ATTACKS, Attack, attack_parameters, build_attack
+from engine.suites import suite_specs
 from util.data.class_counts import class_pixel_counts
 from util.errors import UserError
 
@@ -71,8 +72,12 @@ def attack_specs(items, where: str) -> list[AttackSpec]:
 
 
 def attack_list(cfg) -> list[AttackSpec]:
-    """The specs of ATTACK.attacks."""
-    return attack_specs(cfg.ATTACK.attacks, "ATTACK.attacks")
+    """The specs of ATTACK.suite (at ATTACK.suite_eps, engine/suites.py) followed by those of ATTACK.attacks."""
+    a = cfg.ATTACK
+    suite = [attack_spec(item, f"ATTACK.suite {a.suite}[{i}]") for i, item in enumerate(suite_specs(a.suite,
+                                                                                                    a.suite_eps))]
+    return attack_specs(suite + [attack_spec(item, f"ATTACK.attacks[{i}]") for i, item in enumerate(a.attacks)],
+                        "ATTACK.attacks")
 
 
 def build_from_spec(spec: AttackSpec, model: nn.Module, cfg) -> Attack:

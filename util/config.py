@@ -318,6 +318,7 @@ def _check_eps(cfg: Config) -> None:
         section, key = name.split(".")
         values.append((f"{name}.eps", cfg[section][key].get("eps")))
     values += [(f"ATTACK.eps_sweep[{i}]", eps) for i, eps in enumerate(cfg.ATTACK.eps_sweep)]
+    values.append(("ATTACK.suite_eps", cfg.ATTACK.suite_eps))
     for where, eps in values:
         if isinstance(eps, (int, float)) and not isinstance(eps, bool) and not 0 <= eps <= 1:
             raise UserError(f"{where} must be in [0, 1] (an L-inf radius on images in [0, 1], e.g. 8/255 = 0.0314), "

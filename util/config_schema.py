@@ -114,6 +114,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         # attacks that tool_test/test.py runs after the clean evaluation: a list of attack specs
         # {name: registry name, key: result name (default: name), any build_attack parameter}
         "attacks": [],
+        # a named suite of attacks with presets, run before ATTACK.attacks (engine/suites.py): sea | rse | strongest |
+        # legacy; "": none
+        "suite": "",
+        "suite_eps": 8 / 255,  # the eps a suite's presets are set at (the legacy suite keeps its own 0.03)
         # robustness curves: every fixed-budget attack of ATTACK.attacks again at each eps of this list (step sizes
         # scaled with eps), with the worst case per eps; e.g. [1/255, 2/255, 4/255, 8/255, 12/255]; []: off
         "eps_sweep": [],
