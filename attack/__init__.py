@@ -8,11 +8,12 @@ from attack.apgd import APGD
 from attack.base import Attack, AttackResult, NonFiniteError, StepRecord
 from attack.cospgd import CosPGD
 from attack.pgd import BIM, FGSM, PGD
+from attack.pirat_pgd import PIRATPGD
 from attack.registry import ATTACKS, attack_parameters, build_attack, register_attack
 from attack.rppgd import RPPGD, RPPGDPlusPlus
 from attack.sea import SEA
 from attack.segpgd import SegPGD
 
-__all__ = ["APGD", "ATTACKS", "Attack", "AttackResult", "BIM", "CosPGD", "FGSM", "NonFiniteError", "PGD", "RPPGD",
-           "RPPGDPlusPlus", "SEA", "SegPGD", "StepRecord", "attack_parameters", "build_attack",
+__all__ = ["APGD", "ATTACKS", "Attack", "AttackResult", "BIM", "CosPGD", "FGSM", "NonFiniteError", "PGD", "PIRATPGD",
+           "RPPGD", "RPPGDPlusPlus", "SEA", "SegPGD", "StepRecord", "attack_parameters", "build_attack",
            "register_attack"]

@@ -14,6 +14,7 @@ from attack.apgd import APGD
 from attack.base import Attack
 from attack.cospgd import CosPGD
 from attack.pgd import BIM, FGSM, PGD
+from attack.pirat_pgd import PIRATPGD
 from attack.rppgd import RPPGD, RPPGDPlusPlus
 from attack.sea import SEA
 from attack.segpgd import SegPGD
@@ -40,6 +41,7 @@ ATTACKS: dict[str, Callable[..., Attack]] = {
     "apgd-mce-bal": _apgd("mce-bal"),
     "apgd-js": _apgd("js"),
     "sea": SEA,
+    "pirat-pgd": PIRATPGD,
 }
 
 

@@ -18,7 +18,7 @@ def miou(model, x, y) -> float:
 @pytest.mark.parametrize("name", list(ATTACKS))
 def test_attack_raises_its_loss(trained_tiny, name):
     model, x, y = trained_tiny
-    params = {"fgsm": {}, "bim": {"steps": 5}}.get(name, {"steps": 5, "random_start": False})
+    params = {"fgsm": {}, "bim": {"steps": 5}, "pirat-pgd": {"steps": 5}}.get(name, {"steps": 5, "random_start": False})
     if name in ("apgd-mce-bal", "sea"):
         params["class_counts"] = COUNTS
     if name == "sea":
