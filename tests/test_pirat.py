@@ -10,7 +10,7 @@ from torch import nn
 from attack import build_attack
 from conftest import ROOT
 from engine.optim import build_optimizer, build_scheduler
-from engine.recipes import RECIPES
+from engine.recipes import RECIPES, segmentation_loss
 from model import build_model
 from util.config import load_config
 from util.errors import UserError
@@ -194,6 +194,7 @@ def test_voc_pspnet_pirat_is_seas_voc_pspnet_cais():
     cfg = load_config(ROOT / "config/voc2012/voc2012_pspnet50_pirat.yaml", ["MODEL.pretrained", ""])
     t = cfg.TRAIN
     assert cfg.ADV_TRAIN.attack == {"name": "pirat-pgd", "eps": 4 / 255, "alpha": 0.01, "steps": 5}
+    assert cfg.ADV_TRAIN.iterate_grads and cfg.ADV_TRAIN.adv_ratio == 1
     assert (t.optimizer, t.scheduler, t.base_lr, t.head_lr_mult, t.momentum, t.weight_decay, t.power) == \
         ("sgd", "poly-sea", 0.0004, 10.0, 0.9, 0.0001, 0.9)
     assert (t.epochs, t.batch_size, t.crop_size, t.aux_weight, t.rotate_prob, t.amp) == \
@@ -202,3 +203,67 @@ def test_voc_pspnet_pirat_is_seas_voc_pspnet_cais():
     assert cfg.DATA.mean == [0, 0, 0] and cfg.DATA.std == [1, 1, 1] and cfg.DIST.sync_bn == "false"
     assert cfg.ATTACK.protocol == "center" and cfg.TEST.crop_size == [473, 473]
     assert {"name": "sea", "eps": 4 / 255, "steps": 300} in cfg.ATTACK.attacks
+
+
+def test_iterate_grads_adds_the_eval_cross_entropy_at_every_iterate(tiny_cfg):
+    """SEA's loop leaves its attack's parameter gradients in place: the step's gradient is the training loss's plus, for
+    each iterate x_0..x_{T-1} of the attack, the gradient of the eval-mode batch-mean CE there."""
+    cfg = tiny_cfg("ADV_TRAIN.method", "pirat", "ADV_TRAIN.adv_ratio", "1.0", "ADV_TRAIN.iterate_grads", "true",
+                   "ADV_TRAIN.attack", "{name: pirat-pgd, eps: 0.05, alpha: 0.02, steps: 3}", "TRAIN.aux_weight", "0.4")
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    with torch.no_grad():  # non-trivial running statistics, so eval and train mode differ
+        model.train()
+        model(torch.rand(4, 3, 24, 24))
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.rand(2, 3, 24, 24, generator=g), torch.randint(0, 7, (2, 24, 24), generator=g)
+    y[:, :3] = 255
+    params = [p for p in model.parameters()]
+    reference = {k: v.clone() for k, v in model.state_dict().items()}
+
+    # by hand: the attack's iterates (inputs it took a gradient at), then the gradients of the eval CE at each
+    iterates = []
+    hook = model.register_forward_pre_hook(lambda m, args: iterates.append(args[0].detach())
+                                           if args[0].requires_grad else None)
+    adv = build_attack("pirat-pgd", model, eps=0.05, alpha=0.02, steps=3)(x, y)
+    hook.remove()
+    assert len(iterates) == 3 and torch.equal(iterates[0], x)
+    model.eval()
+    expected = [torch.zeros_like(p) for p in params]
+    for it in iterates:
+        for e, d in zip(expected, torch.autograd.grad(segmentation_loss(model(it), y, 255), params,
+                                                      allow_unused=True)):
+            e += 0 if d is None else d
+    model.train()
+    torch.manual_seed(5)  # the same dropout masks by hand and in the step (neither the attack nor eval mode draws)
+    out = model(adv, return_dict=True)
+    train = segmentation_loss(out["out"], y, 255) + 0.4 * segmentation_loss(out["aux"], y, 255)
+    for e, d in zip(expected, torch.autograd.grad(train, params)):
+        e += d
+    model.load_state_dict(reference)  # the training forward above moved the BN statistics
+
+    class Capture(torch.optim.SGD):
+        def step(self, closure=None):
+            self.seen = [p.grad.clone() for p in params]
+    optimizer = Capture(params, lr=0.0)
+    recipe = RECIPES.get("pirat")(cfg, model)
+    assert "ADV_TRAIN.iterate_grads" in recipe.describe(2)
+    model.train()
+    torch.manual_seed(5)
+    recipe.step(model, x, y, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: 1.0))
+    assert model.training and all(m.training for m in model.modules())
+    worst = max(float((a - b).abs().max()) for a, b in zip(optimizer.seen, expected))
+    assert worst < 1e-5, worst
+    without = RECIPES.get("pirat")(tiny_cfg("ADV_TRAIN.method", "pirat", "ADV_TRAIN.adv_ratio", "1.0",
+                                            "ADV_TRAIN.attack", "{name: pirat-pgd, eps: 0.05, alpha: 0.02, steps: 3}"),
+                                   model)
+    model.load_state_dict(reference)
+    torch.manual_seed(5)
+    without.step(model, x, y, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: 1.0))
+    assert max(float((a - b).abs().max()) for a, b in zip(optimizer.seen, expected)) > 1e-3
+
+
+@pytest.mark.parametrize("method", ["at", "release", "none"])
+def test_iterate_grads_is_pirats_only(tiny_cfg, method):
+    with pytest.raises(UserError, match="ADV_TRAIN.iterate_grads is PIR-AT's"):
+        RECIPES.get(method)(tiny_cfg("ADV_TRAIN.method", method, "ADV_TRAIN.iterate_grads", "true"), TinySeg())

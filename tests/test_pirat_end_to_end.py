@@ -23,6 +23,7 @@ def test_one_epoch_then_seas_evaluation(tmp_path, tiny_data, twin, attack):
     run_dir = tmp_path / "exp" / "demo" / f"demo_pspnet18_{twin}"
     log = (run_dir / "train.log").read_text()
     assert f"PIR-AT: all 4 images per process and step attacked by {attack}" in log
+    assert "is descended too (ADV_TRAIN.iterate_grads)" in log
     assert "epoch 1 validation: mIoU" in log and (run_dir / "model" / "last.pth").is_file()
 
     attacks = "[{name: sea, eps: 0.1, steps: 4}, {name: pgd, eps: 0.1, alpha: 0.05, steps: 2}]"

@@ -103,12 +103,16 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "ADV_TRAIN": {
         # the training recipe of engine.recipes.RECIPES: none (clean training) | at (adversarial training,
         # docs/method.md §6) | release (the RP-PGD release's composition: the whole per-process batch attacked, its
-        # batch-pooled terms then seeing every image, and the adversarial second half kept; needs adv_ratio 0.5)
+        # batch-pooled terms then seeing every image, and the adversarial second half kept; needs adv_ratio 0.5) |
+        # pirat (PIR-AT, docs/training.md: every image attacked; needs adv_ratio 1)
         "method": "none",
         # the training attack, an attack spec {name: registry name, <build_attack parameters>} (absent parameters
         # take the attack's defaults); override one entry with ADV_TRAIN.attack.steps 7
         "attack": {"name": "rppgd++", "eps": 0.03, "alpha": 0.01, "steps": 3, "random_start": True},
         "adv_ratio": 0.5,  # fraction of each per-process batch replaced by its adversarial version (0, 1]
+        # method pirat only: also descend the eval-mode cross-entropy at each iterate the training attack took a
+        # gradient at, as SEA's training loop does by leaving its attack's parameter gradients in place
+        "iterate_grads": False,
         # robust validation, which then chooses model/best.pth: an attack spec {name: pgd, eps: 0.03, ...}; {} is off
         "val_attack": {},
         "val_images": 32,  # robust validation runs on the first N validation images (0: all)
