@@ -267,3 +267,17 @@ def test_iterate_grads_adds_the_eval_cross_entropy_at_every_iterate(tiny_cfg):
 def test_iterate_grads_is_pirats_only(tiny_cfg, method):
     with pytest.raises(UserError, match="ADV_TRAIN.iterate_grads is PIR-AT's"):
         RECIPES.get(method)(tiny_cfg("ADV_TRAIN.method", method, "ADV_TRAIN.iterate_grads", "true"), TinySeg())
+
+
+def test_pirat_pgd_trace_judges_every_iterate_and_changes_nothing():
+    torch.manual_seed(0)
+    model = TinySeg().eval()
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.rand(2, 3, 21, 19, generator=g), torch.randint(0, 7, (2, 21, 19), generator=g)
+    atk = build_attack("pirat-pgd", model, eps=0.03, alpha=0.01, steps=4)
+    result = atk.run(x, y)
+    assert [r.step for r in result.trace] == [0, 1, 2, 3, 4] and all(0 <= r.pixel_acc <= 1 for r in result.trace)
+    assert torch.equal(result.adv, atk(x, y)), "tracing does not change the result"
+    losses = [r.loss for r in result.trace[:4]]  # the losses the choice saw (x_4's is only traced)
+    best = max(i for i, v in enumerate(losses) if v == max(losses))
+    assert int(result.extras["selected"]) == best + 1
