@@ -281,3 +281,19 @@ def test_pirat_pgd_trace_judges_every_iterate_and_changes_nothing():
     losses = [r.loss for r in result.trace[:4]]  # the losses the choice saw (x_4's is only traced)
     best = max(i for i, v in enumerate(losses) if v == max(losses))
     assert int(result.extras["selected"]) == best + 1
+
+
+@pytest.mark.parametrize("name,params", [("pirat-pgd", {}), ("rppgd++", {"random_start": False})])
+def test_the_recorder_keeps_each_iterate_the_attack_took_a_gradient_at(name, params):
+    """ADV_TRAIN.iterate_grads with either twin's attack: T iterates, x_0 the clean image, traced or not."""
+    from engine.recipes.pirat import IterateRecorder
+    torch.manual_seed(0)
+    recorder = IterateRecorder(TinySeg())
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.rand(2, 3, 20, 20, generator=g), torch.randint(0, 7, (2, 20, 20), generator=g)
+    atk = build_attack(name, recorder, eps=0.1, alpha=0.04, steps=3, **params)
+    for trace in (False, True):
+        recorder.iterates.clear()
+        atk.run(x, y, trace=trace)
+        assert len(recorder.iterates) == 3 and torch.equal(recorder.iterates[0], x)
+        assert all((it - x).abs().max() <= 0.1 + 1e-6 for it in recorder.iterates)
