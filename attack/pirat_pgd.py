@@ -59,7 +59,8 @@ class PIRATPGD(Attack):
         for t in range(self.steps):
             z = x_nat + delta
             loss, grad, logits = self.loss_and_grad(z.clamp(0.0, 1.0), labels, t + 1, state, records)
-            grad = grad * ((z >= 0) & (z <= 1))  # the gradient of SEA's clamp(X + delta, 0, 1)
+            # SEA differentiates through clamp(X + delta, 0, 1): 1 inside [0,1], bounds included (PyTorch 2.2's rule)
+            grad = grad * ((z >= 0) & (z <= 1))
             if records.active:
                 self.record(records, t, loss, logits, labels, state)
             better = loss >= best
