@@ -10,11 +10,12 @@ from attack.cospgd import CosPGD
 from attack.minimal_norm import ASMA, DAG, PDGD, PDPGD, ALMAProx, MinimalNorm
 from attack.padam import PAdam
 from attack.pgd import BIM, FGSM, PGD
+from attack.pirat_pgd import PIRATPGD
 from attack.registry import ATTACKS, attack_parameters, build_attack, register_attack
 from attack.rppgd import RPPGD, RPPGDPlusPlus
 from attack.sea import SEA
 from attack.segpgd import SegPGD
 
 __all__ = ["ALMAProx", "APGD", "ASMA", "ATTACKS", "Attack", "AttackResult", "BIM", "CosPGD", "DAG", "FGSM",
-           "MinimalNorm", "NonFiniteError", "PAdam", "PDGD", "PDPGD", "PGD", "RPPGD", "RPPGDPlusPlus", "SEA", "SegPGD",
-           "StepRecord", "attack_parameters", "build_attack", "register_attack"]
+           "MinimalNorm", "NonFiniteError", "PAdam", "PDGD", "PDPGD", "PGD", "PIRATPGD", "RPPGD", "RPPGDPlusPlus",
+           "SEA", "SegPGD", "StepRecord", "attack_parameters", "build_attack", "register_attack"]

@@ -16,6 +16,7 @@ from attack.cospgd import CosPGD
 from attack.minimal_norm import ASMA, DAG, PDGD, PDPGD, ALMAProx
 from attack.padam import PAdam
 from attack.pgd import BIM, FGSM, PGD
+from attack.pirat_pgd import PIRATPGD
 from attack.rppgd import RPPGD, RPPGDPlusPlus
 from attack.sea import SEA
 from attack.segpgd import SegPGD
@@ -60,6 +61,7 @@ ATTACKS: dict[str, Callable[..., Attack]] = {
     "alma-prox": ALMAProx,
     "asma": ASMA,
     "pdgd": PDGD,
+    "pirat-pgd": PIRATPGD,
 }
 
 

@@ -11,7 +11,7 @@ from attack import ATTACKS, attack_parameters, build_attack
 # docs/design.md, Contracts / Attack: "Registry names"
 REGISTRY_NAMES = ["fgsm", "bim", "pgd", "segpgd", "cospgd", "rppgd", "rppgd++", "apgd-ce", "apgd-mce", "apgd-mce-bal",
                   "apgd-js", "apgd-segpgd", "apgd-mask-norm-corrlog", "sea", "padam-ce", "padam-cos", "dag", "pdpgd",
-                  "alma-prox", "asma", "pdgd"]
+                  "alma-prox", "asma", "pdgd", "pirat-pgd"]
 COUNTS = [500, 300, 120, 60, 30, 10, 5]  # pixel counts of TinySeg's 7 classes
 NEEDS_COUNTS = {"apgd-mce-bal", "sea"}
 L2_ATTACKS = {"pgd", "segpgd", "cospgd"}

@@ -59,7 +59,7 @@ def test_adv_train_and_attack_config_keys(tmp_path):
     assert cfg.ATTACK.protocol == "legacy" and cfg.ADV_TRAIN.adv_ratio == 0.5
     default = load_config(tmp_path / "c.yaml", ["ADV_TRAIN.attack", "{name: pgd}"]).ADV_TRAIN.attack
     assert default == {"name": "pgd"}, "a whole mapping replaces the spec"
-    with pytest.raises(UserError, match="ADV_TRAIN.method must be one of at, none, release; got 'pgd-at'"):
+    with pytest.raises(UserError, match="ADV_TRAIN.method must be one of at, none, pirat, release; got 'pgd-at'"):
         RECIPES.get(load_config(path, ["ADV_TRAIN.method", "pgd-at"]).ADV_TRAIN.method)  # the recipe registry
     for overrides, message in ((["ADV_TRAIN.adv_ratio", "0"], "adv_ratio"),
                                (["ATTACK.attacks", "[pgd]"], "ATTACK.attacks must be a list of mappings"),

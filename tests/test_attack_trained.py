@@ -23,7 +23,7 @@ MINIMAL_NORM = ("dag", "pdpgd", "alma-prox", "asma", "pdgd")
 @pytest.mark.parametrize("name", [n for n in ATTACKS if n not in MINIMAL_NORM])
 def test_attack_raises_its_loss(trained_tiny, name):
     model, x, y = trained_tiny
-    params = {"fgsm": {}, "bim": {"steps": 5}}.get(name, {"steps": 5, "random_start": False})
+    params = {"fgsm": {}, "bim": {"steps": 5}, "pirat-pgd": {"steps": 5}}.get(name, {"steps": 5, "random_start": False})
     if name in ("apgd-mce-bal", "sea"):
         params["class_counts"] = COUNTS
     if name == "sea":

@@ -77,3 +77,38 @@ def test_launcher_without_the_dataset_stops_at_once(launcher, tmp_path):
     assert f"data/{dataset}" in proc.stderr and "docs/datasets.md" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "exp").exists(), "nothing is written"
+
+
+PIRAT = [f"tool_{kind}/{ds}/psp_{kind}_{twin}.sh" for ds in ("voc2012", "demo") for twin in ("pirat", "rpat")
+         for kind in ("train", "test")]
+
+
+@pytest.mark.parametrize("launcher", PIRAT)
+def test_pirat_launchers_parse_load_their_config_and_build_their_model(launcher):
+    """PIR-AT and its RP-PGD++ twin (docs/training.md, "The PIR-AT recipe, point by point")."""
+    subprocess.run(["sh", "-n", str(ROOT / launcher)], check=True)
+    dataset, twin = launcher.split("/")[1], launcher.rsplit("_", 1)[1].removesuffix(".sh")
+    config = config_of(launcher)
+    assert config == f"config/{dataset}/{dataset}_pspnet{50 if dataset == 'voc2012' else 18}_{twin}.yaml"
+    cfg = load_config(ROOT / config, ["MODEL.pretrained", ""])
+    assert cfg.DATA.name == dataset and cfg.DATA.classes == CLASSES[dataset] and cfg.MODEL.arch == "pspnet"
+    assert cfg.ADV_TRAIN.method == "pirat" and cfg.ATTACK.protocol == "center"
+    assert cfg.ADV_TRAIN.attack["name"] == {"pirat": "pirat-pgd", "rpat": "rppgd++"}[twin]
+    assert "sea" in {a["name"] for a in cfg.ATTACK.attacks}
+    model = build_model(cfg).eval()
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 33, 33)).shape == (1, CLASSES[dataset], 33, 33)
+    twin_launcher = launcher.replace("tool_train", "tool_test").replace("_train_", "_test_") if "train" in launcher \
+        else launcher.replace("tool_test", "tool_train").replace("_test_", "_train_")
+    assert config_of(twin_launcher) == config
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", [s for s in PIRAT if "/voc2012/" in s])
+def test_pirat_launcher_without_the_dataset_stops_at_once(launcher, tmp_path):
+    env = {**os.environ, "PYTHON": sys.executable, "NPROC": "1"}
+    proc = subprocess.run(["sh", str(ROOT / launcher), "EXP.root", str(tmp_path / "exp")], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "data/voc2012" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "exp").exists(), "nothing is written"

@@ -51,13 +51,19 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "rotate_prob": 0.5,
         "blur_prob": 0.5,
         "flip_prob": 0.5,
-        "optimizer": "sgd",  # an optimizer of engine.optim.OPTIMIZERS over the model's backbone and head groups
-        "scheduler": "poly",  # a schedule of engine.optim.SCHEDULERS, stepped once per iteration
+        # an optimizer of engine.optim.OPTIMIZERS: sgd (the backbone at base_lr, the heads at head_lr_mult x base_lr)
+        # | adamw (PIR-AT's: every parameter at base_lr, no weight decay on 1-D parameters and names with "norm")
+        "optimizer": "sgd",
+        # a schedule of engine.optim.SCHEDULERS, stepped once per iteration: poly | poly-sea (SEA's PSPNet: iteration
+        # 0 at base_lr on every group, iteration i at poly(i - 1)) | warmup-poly (PIR-AT's linear warm-up, then poly)
+        "scheduler": "poly",
         "base_lr": 0.01,
         "head_lr_mult": 10.0,
-        "momentum": 0.9,
+        "momentum": 0.9,  # sgd only (adamw's betas are 0.9, 0.999)
         "weight_decay": 0.0001,
         "power": 0.9,  # poly decay per iteration
+        "warmup_epochs": 0,  # warmup-poly: epochs of linear warm-up, < epochs
+        "warmup_ratio": 0.00001,  # warmup-poly: the learning rate of iteration 0, as a fraction of base_lr
         "aux_weight": 0.4,
         "eval_freq": 1,  # validate every N epochs (0: never)
         "save_freq": 10,  # keep model/epoch_<N>.pth every N epochs (0: only last.pth)
@@ -99,12 +105,16 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "ADV_TRAIN": {
         # the training recipe of engine.recipes.RECIPES: none (clean training) | at (adversarial training,
         # docs/method.md §6) | release (the RP-PGD release's composition: the whole per-process batch attacked, its
-        # batch-pooled terms then seeing every image, and the adversarial second half kept; needs adv_ratio 0.5)
+        # batch-pooled terms then seeing every image, and the adversarial second half kept; needs adv_ratio 0.5) |
+        # pirat (PIR-AT, docs/training.md: every image attacked; needs adv_ratio 1)
         "method": "none",
         # the training attack, an attack spec {name: registry name, <build_attack parameters>} (absent parameters
         # take the attack's defaults); override one entry with ADV_TRAIN.attack.steps 7
         "attack": {"name": "rppgd++", "eps": 0.03, "alpha": 0.01, "steps": 3, "random_start": True},
         "adv_ratio": 0.5,  # fraction of each per-process batch replaced by its adversarial version (0, 1]
+        # method pirat only: also descend the eval-mode cross-entropy at each iterate the training attack took a
+        # gradient at, as SEA's training loop does by leaving its attack's parameter gradients in place
+        "iterate_grads": False,
         # robust validation, which then chooses model/best.pth: an attack spec {name: pgd, eps: 0.03, ...}; {} is off
         "val_attack": {},
         "val_images": 32,  # robust validation runs on the first N validation images (0: all)

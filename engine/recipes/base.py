@@ -16,6 +16,7 @@ from torch import nn
 from attack import Attack
 from engine.precision import autocast
 from util.distributed import share_buffers
+from util.errors import UserError
 from util.registry import Registry
 
 RECIPES: Registry[type[Recipe]] = Registry("training recipe", "ADV_TRAIN.method")
@@ -43,8 +44,12 @@ class Recipe:
 
     name = ""
     attack: Attack | None = None
+    supports_iterate_grads = False  # ADV_TRAIN.iterate_grads: PIR-AT's only (engine/recipes/pirat.py)
 
     def __init__(self, cfg, model: nn.Module) -> None:
+        if cfg.ADV_TRAIN.iterate_grads and not self.supports_iterate_grads:
+            raise UserError(f"ADV_TRAIN.iterate_grads is PIR-AT's (ADV_TRAIN.method pirat); ADV_TRAIN.method "
+                            f"{self.name} does not take it")
         self.cfg = cfg
 
     def batch(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -69,12 +74,12 @@ class Recipe:
         process then takes rank 0's BatchNorm statistics (what DDP broadcasts before the next forward anyway), so
         the next attack, a validation and a checkpoint see one model on every process, and a resumed run continues
         exactly."""
+        optimizer.zero_grad(set_to_none=True)  # before batch(): a recipe may add gradients there (pirat)
         with autocast(self.cfg.TRAIN.amp, images.device):
             images, labels, n_adv = self.batch(images, labels)
             out = net(images, return_dict=True)
             main_loss, aux_loss = self.losses(out, labels)
             loss = main_loss + self.cfg.TRAIN.aux_weight * aux_loss
-        optimizer.zero_grad(set_to_none=True)
         if scaler is None:
             loss.backward()
             optimizer.step()
