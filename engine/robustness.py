@@ -30,7 +30,7 @@ from engine.pictures import Pictures
 from engine.protocols import OnIterate, build_protocol
 from engine.report import attack_entry, worst_case_entry, write_results
 from engine.result_store import ShardStore
-from engine.sanity import attack_above_clean_warnings
+from engine.sanity import attack_above_clean_warnings, mixed_eps_warnings
 from engine.surrogate import load_surrogate
 from util.distributed import DistEnv, all_gather_objects, single_process
 from util.errors import UserError
@@ -145,6 +145,8 @@ class RobustnessEvaluation:
         warnings = clean.warnings + [w for key in attacked for w in attacked[key].warnings]
         warnings += [w for key, r in entries["attacks"].items()
                      for w in attack_above_clean_warnings(key, r["mIoU"], entries["clean"]["mIoU"])]
+        warnings += mixed_eps_warnings({key: r["params"]["eps"] for key, r in entries["attacks"].items()
+                                        if r["params"].get("eps") is not None})
         for w in warnings:
             logger.warning(f"sanity check: {w}")
         entries["warnings"] = warnings

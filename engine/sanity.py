@@ -55,3 +55,13 @@ def attack_above_clean_warnings(key: str, attacked_miou: float, clean_miou: floa
         return []
     return [f"{key}: mIoU under attack ({attacked_miou:.4f}) is above the clean mIoU ({clean_miou:.4f}): the attack "
             "is not working on this model"]
+
+
+def mixed_eps_warnings(eps_by_attack: dict[str, float]) -> list[str]:
+    """The worst case pools every attack of an evaluation: a warning when their budgets differ."""
+    budgets = sorted(set(eps_by_attack.values()))
+    if len(budgets) <= 1:
+        return []
+    listed = ", ".join(f"{k} {e:.4g}" for k, e in eps_by_attack.items())
+    return [f"the worst case pools attacks of different eps ({listed}): it is the worst over budgets, not a figure "
+            "at one eps (ATTACK.eps_sweep gives one per eps)"]

@@ -89,3 +89,10 @@ def test_an_attack_above_the_clean_figure():
     assert attack_above_clean_warnings("pgd", 0.5, 0.6) == []
     (w,) = attack_above_clean_warnings("pgd", 0.61, 0.6)
     assert "pgd: mIoU under attack (0.6100) is above the clean mIoU (0.6000)" in w
+
+
+def test_a_worst_case_over_different_budgets_is_flagged():
+    from engine.sanity import mixed_eps_warnings
+    assert mixed_eps_warnings({"pgd": 8 / 255, "sea": 8 / 255}) == []
+    (warning,) = mixed_eps_warnings({"bim": 0.03, "sea": 8 / 255})
+    assert "pools attacks of different eps (bim 0.03, sea 0.03137)" in warning
