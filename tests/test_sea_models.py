@@ -4,6 +4,11 @@ RobustBench's Salman2020Do ResNets) in their publishers' layouts. The names SEA'
 by hand from its modules, independently of model/sea.py."""
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -262,3 +267,21 @@ def test_full_width_models_have_seas_names(config, family, depths):
     if family == "segmenter":
         assert state["encoder.pos_embed"].shape == (1, 1 + 32 * 32, 384)
         assert state["decoder.cls_emb"].shape == (1, 151, 384)
+
+
+@pytest.mark.slow
+def test_demo_upernet_convnext_trains_adversarially_and_is_evaluated_with_sea_under_center(tmp_path, tiny_data):
+    config = str(ROOT / "config/demo/demo_upernet_convnext_pirat.yaml")
+    common = ["DATA.data_root", str(tiny_data), "DATA.workers", "0", "EXP.root", str(tmp_path / "exp"),
+              "TRAIN.batch_size", "4", "TRAIN.crop_size", "48", "TEST.batch_size", "2", "TEST.workers", "0",
+              "TEST.crop_size", "48"]
+    for script, extra in (("tool_train/train.py", ["TRAIN.epochs", "1"]),
+                          ("tool_test/test.py", ["ATTACK.attacks", "[{name: sea, eps: 0.1, steps: 6}]"])):
+        proc = subprocess.run([sys.executable, str(ROOT / script), "--config", config, *common, *extra], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_dir = tmp_path / "exp" / "demo" / "demo_upernet_convnext_pirat"
+    assert "4 of 4 images per process and step replaced by PGD" in (run_dir / "train.log").read_text()
+    metrics = json.loads(next((run_dir / "result").glob("*center*/metrics.json")).read_text())
+    assert metrics["protocol"]["name"] == "center" and list(metrics["attacks"]) == ["sea"]
+    assert metrics["attacks"]["sea"]["mIoU"] <= metrics["clean"]["mIoU"]
