@@ -177,6 +177,14 @@ def test_training_mode_gives_the_auxiliary_logits_and_attacks_restore_it():
     assert segmenter.training
 
 
+@pytest.mark.parametrize("family", ["upernet", "segmenter"])
+def test_rppgd_reads_the_feat_of_both_families(family):
+    model = build_model(cfg_of(*(UPERNET if family == "upernet" else SEGMENTER))).eval()
+    x, y = torch.rand(2, 3, 48, 48), torch.randint(0, 7, (2, 48, 48))
+    adv = build_attack("rppgd++", model, eps=0.1, alpha=0.025, steps=2, seed=0)(x, y)
+    assert not model.training and 0 < (adv - x).abs().max() <= 0.1 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
+
+
 # ---- robust ImageNet files -------------------------------------------------------------------------------------
 def timm_convnext_state(backbone: ConvNeXt) -> dict[str, torch.Tensor]:
     """revisiting-at's file for this backbone, names written out from timm's ConvNeXt with its conv stem, the way
