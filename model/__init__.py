@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from model import architectures, convnext, deeplabv3, fcn, pspnet, resnet, sea, segmenter, semseg, upernet, vit  # noqa: F401  (each registers its entries)
+# each module of this line registers its entries
+from model import architectures, convnext, deeplabv3, fcn, pspnet, resnet, sea, segmenter, semseg, upernet, vit  # noqa: F401
 from model.registry import ARCHITECTURES, BACKBONES, HEADS, WEIGHT_FORMATS, Architecture, Head, WeightFormat
 from model.resnet import DilatedResNet, load_backbone_weights
 from model.segmentor import Segmentor
