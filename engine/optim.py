@@ -33,8 +33,9 @@ def sgd(model: nn.Module, cfg) -> torch.optim.SGD:
 
 def decays(name: str, param: nn.Parameter) -> bool:
     """SEA's weight-decay rule (semseg/optimizers.py, group_weight): no decay on parameters of at most one dimension
-    (biases, norm scales and shifts, ConvNeXt's layer scales) nor on any parameter whose name contains "norm"."""
-    return param.ndim > 1 and "norm" not in name
+    (biases, norm scales and shifts, ConvNeXt's layer scales) nor on any parameter whose name contains "norm". Our
+    ConvNeXt keeps torchvision's layer scale, (C,1,1) where SEA's `gamma` is (C,): it is matched by its name."""
+    return param.ndim > 1 and "norm" not in name and not name.endswith("layer_scale")
 
 
 @OPTIMIZERS.register("adamw")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from model import architectures, deeplabv3, fcn, pspnet, resnet, semseg  # noqa: F401  (each registers its entries)
+# each module of this line registers its entries
+from model import architectures, convnext, deeplabv3, fcn, pspnet, resnet, sea, segmenter, semseg, upernet, vit  # noqa: F401
 from model.registry import ARCHITECTURES, BACKBONES, HEADS, WEIGHT_FORMATS, Architecture, Head, WeightFormat
 from model.resnet import DilatedResNet, load_backbone_weights
 from model.segmentor import Segmentor
@@ -35,7 +36,7 @@ def build_model(cfg, backbone_weights: bool = True) -> Segmentor:
         aux_head, aux_index = aux_spec.build(cfg, _channels(backbone, aux_spec.in_index)), aux_spec.in_index
     model = Segmentor(backbone, head, aux_head, mean=cfg.DATA.mean, std=cfg.DATA.std, head_index=head_spec.in_index,
                       aux_index=aux_index, feat_index=arch.feat_index, align_corners=arch.align_corners,
-                      channels_last=m.channels_last)
+                      channels_last=m.channels_last, logits_stride=arch.logits_stride)
     return model.to(memory_format=torch.channels_last) if m.channels_last else model
 
 

@@ -34,11 +34,13 @@ class Head:
 class Architecture:
     """The heads of one architecture in one MODEL.style: a decode head, an optional auxiliary head (trained with
     TRAIN.aux_weight, run in training mode only), how logits are upsampled to the input, and the backbone level
-    that is RP-PGD's `feat`."""
+    that is RP-PGD's `feat`. logits_stride 0 resizes the logits to the input; s > 0 is a network that pads its input
+    to a multiple of s and returns logits at 1/s of that (Segmenter): they are upsampled by s and cropped."""
     head: str
     aux_head: str | None = None
     align_corners: bool = False
     feat_index: int = -1
+    logits_stride: int = 0
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
+from model.pretrained import load_strict, read_backbone_file, unwrap
 from model.registry import BACKBONES
-from util.checkpoint import read_tensors
 from util.errors import UserError
 
 BLOCKS: dict[int, tuple[type[nn.Module], tuple[int, int, int, int]]] = {
@@ -116,44 +116,18 @@ def resnet(cfg, pretrained: str = "") -> DilatedResNet:
 def load_backbone_weights(backbone: DilatedResNet, path: str | Path) -> None:
     """Load an ImageNet checkpoint into `backbone` with strict key and shape checking.
 
-    Accepts a plain state dict or one wrapped under "state_dict" (semseg's `resnet50_v2.pth` and
-    torchvision's `resnet50-*.pth` alike). The classifier `fc.*` is dropped; any other missing or
-    unexpected key, or a shape mismatch, is a UserError that lists them.
+    Accepts a plain state dict or one wrapped under "state_dict" (semseg's `resnet50_v2.pth` and torchvision's
+    `resnet50-*.pth` alike), and RobustBench's robust ResNets (`Salman2020Do_R50`, `Salman2020Do_R18`: torchvision's
+    names, possibly under `module.` / `model.` and beside its `normalize.*` layer). The classifier `fc.*` and the
+    normalisation are dropped; any other missing or unexpected key, or a shape mismatch, is a UserError that lists
+    them.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"MODEL.pretrained: no such file '{path}' (see initmodel/README.md)")
-    state = read_tensors(path, "MODEL.pretrained")
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise UserError(f"MODEL.pretrained: '{path}' does not hold a state dict")
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    own = backbone.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong_shape = sorted(
-        f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in set(own) & set(state)
-        if state[k].shape != own[k].shape
-    )
-    if missing or unexpected or wrong_shape:
-        hint = ""
-        stem_keys = {"conv2.weight", "conv3.weight"}
-        if stem_keys & set(unexpected):
-            hint = "\nThe file has a deep 3-conv stem: set MODEL.deep_stem true."
-        elif stem_keys & set(missing):
-            hint = "\nThe file has a plain 7x7 stem: set MODEL.deep_stem false."
-        raise UserError(
-            f"MODEL.pretrained: '{path}' does not match the backbone "
-            f"(ResNet, deep_stem={backbone.deep_stem}).\n"
-            f"  missing keys ({len(missing)}): {_short(missing)}\n"
-            f"  unexpected keys ({len(unexpected)}): {_short(unexpected)}\n"
-            f"  shape mismatches ({len(wrong_shape)}): {_short(wrong_shape)}{hint}"
-        )
-    backbone.load_state_dict(state, strict=True)
-
-
-def _short(items: list[str], limit: int = 12) -> str:
-    shown = ", ".join(items[:limit])
-    return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "") if items else "none"
+    state, _ = unwrap(read_backbone_file(path), prefixes=("module.", "model."))
+    state = {k: v for k, v in state.items() if not k.startswith(("fc.", "normalize."))}
+    hint, keys, own = "", set(state), set(backbone.state_dict())
+    stem_keys = {"conv2.weight", "conv3.weight"}
+    if stem_keys & (keys - own):
+        hint = "\nThe file has a deep 3-conv stem: set MODEL.deep_stem true."
+    elif stem_keys & (own - keys):
+        hint = "\nThe file has a plain 7x7 stem: set MODEL.deep_stem false."
+    load_strict(backbone, state, path, f"ResNet, deep_stem={backbone.deep_stem}", hint=hint)

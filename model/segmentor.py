@@ -35,8 +35,8 @@ def levels(features: list[torch.Tensor], index: Index) -> torch.Tensor | list[to
 
 class Segmentor(nn.Module):
     """Normalisation, then the backbone's levels, the decode head on the levels head_index and the auxiliary head
-    (training mode only) on aux_index; logits are upsampled bilinearly to the input (align_corners as the
-    architecture defines it)."""
+    (training mode only) on aux_index; logits are upsampled bilinearly to the input (align_corners and logits_stride
+    as the architecture defines them)."""
 
     def __init__(
         self,
@@ -50,10 +50,12 @@ class Segmentor(nn.Module):
         feat_index: int = -1,
         align_corners: bool = False,
         channels_last: bool = False,
+        logits_stride: int = 0,
     ) -> None:
         super().__init__()
         self.head_index, self.aux_index, self.feat_index = head_index, aux_index, feat_index
         self.align_corners = align_corners  # semseg-style networks upsample their logits with align_corners=True
+        self.logits_stride = logits_stride  # > 0: logits of the input padded to a multiple of it (Segmenter)
         self.channels_last = channels_last  # inputs are laid out channels-last for the network's convolutions
         self.normalize = Normalize(mean, std)
         self.backbone = backbone
@@ -61,7 +63,12 @@ class Segmentor(nn.Module):
         self.aux_head = aux_head
 
     def upsample(self, logits: torch.Tensor, size: torch.Size) -> torch.Tensor:
-        return F.interpolate(logits, size=size, mode="bilinear", align_corners=self.align_corners)
+        """Logits at the input's size: resized to it, or (logits_stride s) upsampled by s and cropped to it."""
+        if not self.logits_stride:
+            return F.interpolate(logits, size=size, mode="bilinear", align_corners=self.align_corners)
+        padded = (logits.shape[-2] * self.logits_stride, logits.shape[-1] * self.logits_stride)
+        out = F.interpolate(logits, size=padded, mode="bilinear", align_corners=self.align_corners)
+        return out[..., :size[0], :size[1]]
 
     def forward(self, x: torch.Tensor, return_dict: bool = False):
         if x.dim() != 4 or x.shape[1] != 3:

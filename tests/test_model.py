@@ -106,8 +106,10 @@ def test_build_model_uses_pretrained(tiny_cfg, tmp_path):
 
 
 @pytest.mark.parametrize("override, needle", [
-    (["MODEL.arch", "unet"], "MODEL.arch must be one of pspnet, deeplabv3, pspnet_ddcat, deeplabv3_ddcat; got 'unet'"),
-    (["MODEL.backbone", "resnt"], "MODEL.backbone must be one of resnet; got 'resnt'; did you mean 'resnet'?"),
+    (["MODEL.arch", "unet"], "MODEL.arch must be one of pspnet, deeplabv3, pspnet_ddcat, deeplabv3_ddcat, segmenter, "
+                             "upernet; got 'unet'"),
+    (["MODEL.backbone", "resnt"], "MODEL.backbone must be one of convnext, resnet, vit; got 'resnt'; did you mean "
+                                  "'resnet'?"),
     (["MODEL.layers", "19"], "MODEL.layers must be one of [18, 34, 50, 101]"),
     (["MODEL.style", "mmseg"], "MODEL.arch pspnet needs MODEL.style torchvision or semseg, got 'mmseg'"),
     (["MODEL.arch", "pspnet_ddcat"], "MODEL.arch pspnet_ddcat needs MODEL.style semseg, got 'torchvision'"),

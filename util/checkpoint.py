@@ -32,16 +32,19 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
 
 def load_checkpoint(path: str | Path, key: str = "TEST.model_path") -> dict[str, Any]:
     """Read a checkpoint written by tool_train/train.py, or by semseg/DDC-AT/the RP-PGD release ({'epoch',
-    'state_dict', 'optimizer'}: its weights become 'model'), with weights_only: no code is unpickled."""
+    'state_dict', 'optimizer'}: its weights become 'model'), or a plain state dict (SEA's: it becomes 'model'), with
+    weights_only: no code is unpickled."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{key}: checkpoint '{path}' does not exist")
     state = read_tensors(path, key)
     if isinstance(state, dict) and "model" not in state and isinstance(state.get("state_dict"), dict):
         state = {**state, "model": state["state_dict"]}  # semseg, DDC-AT and the RP-PGD release save 'state_dict'
+    if isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values()):
+        state = {"model": state}  # a plain state dict, as SEA's train_rob_seg.py saves its models
     if not isinstance(state, dict) or "model" not in state:
         raise UserError(f"{key}: '{path}' is not a checkpoint of tool_train/train.py (no 'model' entry) nor of "
-                        "semseg, DDC-AT or the RP-PGD release (no 'state_dict' entry)")
+                        "semseg, DDC-AT or the RP-PGD release (no 'state_dict' entry) nor a plain state dict (SEA's)")
     return state
 
 

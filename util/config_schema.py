@@ -34,9 +34,13 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "layers": 50,  # resnet: 18 | 34 | 50 | 101
         "deep_stem": True,  # resnet: semseg's 3-conv stem; false: torchvision's 7x7 stem
         "pretrained": "",  # ImageNet backbone file (initmodel/README.md); empty: random init
+        "variant": "",  # convnext: t | s (ConvNeXt-T / -S); vit: s (ViT-S/16)
+        "stem": "patch",  # convnext: patch (4x4 patchify) | conv (the convolutional stem of SEA's _CVST models)
+        "depths": [],  # convnext / vit: blocks per stage (vit: [encoder, decoder]); []: the variant's
+        "widths": [],  # convnext: channels per stage; vit: [width, heads]; []: the variant's (small demo models)
         "psp_bins": [1, 2, 3, 6],
         "aspp_rates": [6, 12, 18],
-        "head_channels": 0,  # 0: the architecture's default (PSPNet 512, DeepLabv3 256)
+        "head_channels": 0,  # 0: the architecture's default (PSPNet 512, DeepLabv3 256, UperNet 512)
         "dropout": 0.1,
         # channels-last memory layout for the network's weights and inputs (faster convolutions on recent GPUs;
         # the same results to float tolerance)

@@ -112,8 +112,13 @@ def read_ade20k_label(path: Path) -> np.ndarray:
 
 def plan(src: Path, sbd: Path | None = None) -> Plan:
     """Check the raw tree and list what to prepare (nothing is written here)."""
+    return plan_with(read_ade20k_label, "ade20k", src, sbd)
+
+
+def plan_with(read_label, name: str, src: Path, sbd: Path | None = None) -> Plan:
+    """The preparation plan of the ADEChallengeData2016 tree with `read_label` writing the annotations."""
     if sbd is not None:
-        raise UserError("--sbd belongs to voc2012, not ade20k")
+        raise UserError(f"--sbd belongs to voc2012, not {name}")
     what = "--src must be ADEChallengeData2016 (with images/ and annotations/)"
     require_dir(src, what)
     check_root(src, "images", "ADEChallengeData2016", "--src")
@@ -127,7 +132,7 @@ def plan(src: Path, sbd: Path | None = None) -> Plan:
             if not image.is_file():
                 raise UserError(f"label '{label}' has no image: '{image}' does not exist")
             key = f"{split}/{label.stem}"
-            out.items[key] = Item(image, f"images/{key}.jpg", label, f"annotations/{key}.png", read_ade20k_label)
+            out.items[key] = Item(image, f"images/{key}.jpg", label, f"annotations/{key}.png", read_label)
             keys.append(key)
         for image in sorted(images_dir.glob("*.jpg")):
             if not (labels_dir / f"{image.stem}.png").is_file():
