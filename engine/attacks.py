@@ -14,6 +14,7 @@ from typing import Any
 from torch import nn
 
 from attack import ATTACKS, Attack, attack_parameters, build_attack
+from engine.suites import suite_specs
 from util.data.class_counts import class_pixel_counts
 from util.errors import UserError
 
@@ -71,8 +72,11 @@ def attack_specs(items, where: str) -> list[AttackSpec]:
 
 
 def attack_list(cfg) -> list[AttackSpec]:
-    """The specs of ATTACK.attacks."""
-    return attack_specs(cfg.ATTACK.attacks, "ATTACK.attacks")
+    """The specs of ATTACK.suite (engine/suites.py) followed by those of ATTACK.attacks; result names must differ."""
+    suite = [attack_spec(s, f"ATTACK.suite {cfg.ATTACK.suite}: {s.get('key', s['name'])}")
+             for s in suite_specs(cfg.ATTACK.suite)]
+    return attack_specs(suite + [attack_spec(a, f"ATTACK.attacks[{i}]") for i, a in enumerate(cfg.ATTACK.attacks)],
+                        "ATTACK.attacks")
 
 
 def build_from_spec(spec: AttackSpec, model: nn.Module, cfg) -> Attack:

@@ -112,6 +112,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         # attacks that tool_test/test.py runs after the clean evaluation: a list of attack specs
         # {name: registry name, key: result name (default: name), any build_attack parameter}
         "attacks": [],
+        # a named suite of attacks with presets, run before ATTACK.attacks: sea | rse | strongest | legacy, "" none
+        # (engine/suites.py, docs/attacks.md#suites)
+        "suite": "",
         "seed": 0,  # image i's random start is seeded from (seed, dataset index i)
         # precision of the evaluation attacks' forward and backward passes: none (fp32) | bf16 | fp16 (CUDA only);
         # the perturbation, its projection and the scored predictions stay fp32
