@@ -174,6 +174,9 @@ def write_results(cfg, result_dir: Path, model_path: Path | None, epoch: int | N
                     + ", ".join(f"{run} {100 * v['mIoU']:.2f}" for run, v in r["runs"].items()) + ")."
                     for key, r in results["attacks"].items() if "figure" in r)
     notes += "".join(min_norm_note(key, r["min_norm"]) for key, r in results["attacks"].items() if "min_norm" in r)
+    if worst is not None:
+        wins = ", ".join(f"`{k}` {n}" for k, n in worst["images_per_attack"].items() if n)
+        notes += f"\n\nThe worst case's choice, images per attack: {wins} (of {worst['images']} images)."
     warnings = "".join(f"- {w}\n" for w in results["warnings"])
     warnings = f"## Sanity checks\n\n{warnings}\n" if warnings else ""
     text = (f"# {cfg.EXP.name}: evaluation of {model_path or 'a model handed over in Python'}\n\n"

@@ -180,7 +180,9 @@ def test_the_evaluation_reports_the_minimal_norm_figure(tiny_cfg, trained_tiny, 
     assert entry["found"] == sum(not math.isinf(v) for v in expected) > 0
     curve = {c["eps"]: c["fooled_fraction"] for c in entry["curve"]}
     assert curve[0.02] == sum(v <= 0.02 for v in expected) / 4 and curve[16 / 255] >= curve[1 / 255]
-    assert "smallest L-inf norm that fools 99%" in (result.result_dir / "report.md").read_text()
+    report = (result.result_dir / "report.md").read_text()
+    assert "smallest L-inf norm that fools 99%" in report
+    assert "The worst case's choice, images per attack: `pdpgd` 4 (of 4 images)." in report
 
 
 def test_min_norm_entry_by_hand():
