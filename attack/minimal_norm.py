@@ -6,8 +6,9 @@ the valid pixels, and returns the smallest one it found (or, where none fooled e
 the most). The fixed-budget result is that image clamped to [x - eps, x + eps] (torch.clamp, as rse does; it stays in
 [0,1] because adv_lib's image does). Besides it the attack records its own figure: per image the L-inf norm of
 adv_lib's image where that image fools at least `adv_threshold` of the valid pixels, +inf where it does not
-(AttackResult.extras["min_norm"], (N,) float64, and the fooled fraction in extras["fooled"]); the median of these
-norms and the fraction of images with a norm <= eps are the minimal-norm figures.
+(AttackResult.extras["min_norm"], (N,) float64, NaN for an image without a valid pixel, and the fooled fraction in
+extras["fooled"]); the median of these norms and the fraction of images with a norm <= eps are the minimal-norm
+figures (engine/report.py).
 
 Ignored pixels (ignore_index) are adv_lib's `masks`: they count neither in its losses nor in its success rate; an
 image without a valid pixel is returned unchanged. ALMA prox runs image by image: in a batch whose images have
@@ -112,6 +113,7 @@ class MinimalNorm(Attack):
         norm = (found - x_nat).flatten(1).abs().amax(1).double()
         success = todo & (fooled_found >= ADV_THRESHOLD)
         min_norm = torch.where(success, norm, torch.full_like(norm, float("inf")))
+        min_norm = torch.where(todo, min_norm, torch.full_like(norm, float("nan")))  # no valid pixel: no figure
         adv = torch.clamp(found, min=x_nat - self.eps, max=x_nat + self.eps)  # rse's clamp
         if records.active:
             fooled, logits = self.fooled(adv, labels)

@@ -81,6 +81,8 @@ def evaluate_shard(protocol: Protocol, loader, env: DistEnv, num_classes: int, a
                     metric.warnings += first_batch_warnings(protocol, x[:1].to(env.device), y[:1].to(env.device),
                                                             idx[:1])
                 metric.zero_gradient += [idx[i] for i in prediction.zero_gradient]
+                if prediction.min_norm is not None:
+                    metric.min_norm.update({i: float(v) for i, v in zip(idx, prediction.min_norm.tolist())})
                 # confusion matrices per image on the device; the host gets N x K x K counts. on_prediction gets the
                 # device tensors and copies to the host only what it keeps (pictures)
                 pred = prediction.logits.detach().argmax(1)
@@ -119,9 +121,10 @@ def merge(metric: SegMetric, env: DistEnv) -> None:
     metric.cm = all_reduce_sum(metric.cm.to(env.device), env).cpu()  # nccl reduces GPU tensors only
     warnings, zero = [], set()
     for part in all_gather_objects((metric.per_image, metric.per_image_counts, metric.warnings,
-                                    metric.zero_gradient), env):
+                                    metric.zero_gradient, metric.min_norm), env):
         metric.per_image.update(part[0])
         metric.per_image_counts.update(part[1])
         warnings += [w for w in part[2] if w not in warnings]
         zero.update(part[3])
+        metric.min_norm.update(part[4])
     metric.warnings, metric.zero_gradient = warnings, sorted(zero)

@@ -8,6 +8,7 @@ side, the panels of the first TEST.vis images and RP-PGD's region strips. Every 
 from __future__ import annotations
 
 import math
+import statistics
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -79,11 +80,40 @@ def worst_case_entry(metrics: dict[str, SegMetric], starts: Sequence[Sequence[st
     return {"attacks": list(metrics), "candidates": keys, **out, "per_image_miou": per_image}
 
 
+MIN_NORM_RULE = ("per image, the L-inf norm of the minimal-norm attack's own result (before the clamp to the eps "
+                 "ball) where it fools at least 99% of the image's valid pixels (adv_lib's success rate); null where "
+                 "it fools fewer; images without a valid pixel are left out")
+MIN_NORM_EPS = tuple(e / 255 for e in (1, 2, 4, 8, 12, 16))
+
+
+def min_norm_entry(min_norm: dict[int, float], eps: float) -> dict:
+    """A minimal-norm attack's own figure for metrics.json: the median over the images of the smallest L-inf norm
+    that fools 99% of an image's valid pixels (null when it is not found for half of them or more), and the fraction
+    of images fooled so within each eps of 1, 2, 4, 8, 12, 16 /255 and the attack's eps."""
+    norms = [v for _, v in sorted(min_norm.items()) if not math.isnan(v)]
+    median = statistics.median(norms) if norms else math.inf
+    curve = [{"eps": e, "fooled_fraction": sum(v <= e for v in norms) / max(len(norms), 1)}
+             for e in sorted({*MIN_NORM_EPS, eps})]
+    return {"rule": MIN_NORM_RULE, "median": None if math.isinf(median) else median,
+            "found": sum(not math.isinf(v) for v in norms), "images": len(norms), "curve": curve,
+            "per_image": [None if math.isnan(v) or math.isinf(v) else v for _, v in sorted(min_norm.items())]}
+
+
+def min_norm_note(key: str, entry: dict) -> str:
+    """report.md's line about a minimal-norm attack's own figure."""
+    median = "not found for half of the images" if entry["median"] is None else f"{255 * entry['median']:.3g}/255"
+    curve = ", ".join(f"{255 * c['eps']:.3g}/255 {100 * c['fooled_fraction']:.1f}%" for c in entry["curve"])
+    return (f"\n\n`{key}`: the smallest L-inf norm that fools 99% of an image's valid pixels has median {median} "
+            f"(found for {entry['found']} of {entry['images']} images); images fooled so within eps: {curve}.")
+
+
 def attack_entry(atk, metric: SegMetric) -> dict:
     """An attack's metrics.json entry. For an attack with separate runs (SEA) the scores are SEA's figure, the
     dataset-level worst case over its runs ("figure" says how it is computed), and "per_image_choice" holds the
-    scores of the images the attack returns."""
+    scores of the images the attack returns. A minimal-norm attack adds its own figure ("min_norm")."""
     entry = {"name": atk.name, "params": atk.params()}
+    if metric.min_norm:
+        entry["min_norm"] = min_norm_entry(metric.min_norm, atk.eps)
     if not metric.runs:
         return {**entry, **metric.summary()}
     sea = sea_entry(metric.runs)
@@ -145,10 +175,11 @@ def write_results(cfg, result_dir: Path, model_path: Path | None, epoch: int | N
                     f"{100 * r['per_image_choice']['mIoU']:.2f}; runs: "
                     + ", ".join(f"{run} {100 * v['mIoU']:.2f}" for run, v in r["runs"].items()) + ")."
                     for key, r in results["attacks"].items() if "figure" in r)
-    if worst is not None and len(worst["attacks"]) > 1:
+    if worst is not None:
         wins = sorted(worst["images_per_attack"].items(), key=lambda kv: -kv[1])
         notes += ("\n\nThe worst case takes, per image, the attack of the greedy dataset-level choice: "
-                  + ", ".join(f"`{k}` {n} image{'s' if n != 1 else ''}" for k, n in wins if n) + ".")
+                  + ", ".join(f"`{k}` {n}" for k, n in wins if n) + f" (of {worst['images']} images).")
+    notes += "".join(min_norm_note(key, r["min_norm"]) for key, r in results["attacks"].items() if "min_norm" in r)
     warnings = "".join(f"- {w}\n" for w in results["warnings"])
     warnings = f"## Sanity checks\n\n{warnings}\n" if warnings else ""
     transfer = "" if "surrogate" not in results else (

@@ -41,7 +41,7 @@ def settings_digest(settings: dict[str, Any]) -> str:
 def metric_state(metric: SegMetric) -> dict[str, Any]:
     return {"cm": metric.cm, "per_image": metric.per_image, "per_image_counts": metric.per_image_counts,
             "runs": {k: metric_state(m) for k, m in metric.runs.items()}, "warnings": metric.warnings,
-            "zero_gradient": metric.zero_gradient}
+            "zero_gradient": metric.zero_gradient, "min_norm": metric.min_norm}
 
 
 def metric_from_state(state: dict[str, Any], num_classes: int, ignore_index: int) -> SegMetric:
@@ -51,6 +51,7 @@ def metric_from_state(state: dict[str, Any], num_classes: int, ignore_index: int
     metric.per_image_counts = {int(k): v for k, v in state["per_image_counts"].items()}
     metric.runs = {k: metric_from_state(v, num_classes, ignore_index) for k, v in state["runs"].items()}
     metric.warnings, metric.zero_gradient = list(state["warnings"]), [int(i) for i in state["zero_gradient"]]
+    metric.min_norm = {int(k): float(v) for k, v in state["min_norm"].items()}
     return metric
 
 

@@ -127,7 +127,8 @@ def fake_results():
                 "per_class_iou": [m] * (K - 1) + [None]}
     attacks = {key: {"name": key, "params": {"eps": 0.03, "steps": 3}, **entry(m)}
                for key, m in (("pgd", 0.4), ("rppgd++", 0.3))}
-    return {"clean": entry(0.8), "attacks": attacks, "worst_case": entry(0.25), "warnings": []}
+    worst = {**entry(0.25), "images_per_attack": {"pgd": 0, "rppgd++": 2}}
+    return {"clean": entry(0.8), "attacks": attacks, "worst_case": worst, "warnings": []}
 
 
 def test_report_lists_every_attack_and_links_existing_files(tmp_path, tiny_cfg):
@@ -146,6 +147,7 @@ def test_report_lists_every_attack_and_links_existing_files(tmp_path, tiny_cfg):
         assert f"| {key} |" in report
     assert "Threat model: untargeted white-box L-inf attacks" in report and "eps 0.03 (7.65/255), 3 steps" in report
     assert "| class | clean | worst case |" in report
+    assert "the greedy dataset-level choice: `rppgd++` 2 (of 2 images)." in report
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
     assert "miou_per_attack.png" in links and "panels/clean/00000_a.png" in links and "panels/pgd/00000_a.png" in links
     for link in links:

@@ -154,3 +154,47 @@ def test_adv_lib_is_imported_without_leaving_a_visdom_placeholder():
     assert "adv_lib.attacks.segmentation" in sys.modules
     visdom = sys.modules.get("visdom")
     assert visdom is None or "placeholder" not in (visdom.__doc__ or "")
+
+
+@pytest.mark.slow
+def test_the_evaluation_reports_the_minimal_norm_figure(tiny_cfg, trained_tiny, tmp_path):
+    """metrics.json holds a minimal-norm attack's own figure per image (as the attack computes it on the same
+    images), its median and the fooled fraction against eps; report.md says it."""
+    import json
+
+    from torch.utils.data import Subset
+
+    from engine.robustness import RobustnessEvaluation
+    from util.data.dataset import build_dataset
+    from util.data.loader import make_loader
+
+    model, x, y = trained_tiny
+    cfg = tiny_cfg()
+    spec = {"name": "pdpgd", "eps": 0.02, "steps": 60, "primal_lr": 0.3}
+    loader = make_loader(Subset(build_dataset(cfg, "val", train=False), range(4)), 2, 0, 0, 1, train=False)
+    result = RobustnessEvaluation(cfg, model, attacks=[spec]).run(loader, tmp_path, "minnorm")
+    entry = json.loads((result.result_dir / "metrics.json").read_text())["attacks"]["pdpgd"]["min_norm"]
+    direct = build_attack("pdpgd", model, **{k: v for k, v in spec.items() if k != "name"}).run(x, y, trace=False)
+    expected = direct.extras["min_norm"].tolist()
+    assert entry["per_image"] == pytest.approx([None if math.isinf(v) else v for v in expected], abs=1e-6)
+    assert entry["found"] == sum(not math.isinf(v) for v in expected) > 0
+    curve = {c["eps"]: c["fooled_fraction"] for c in entry["curve"]}
+    assert curve[0.02] == sum(v <= 0.02 for v in expected) / 4 and curve[16 / 255] >= curve[1 / 255]
+    report = (result.result_dir / "report.md").read_text()
+    assert "smallest L-inf norm that fools 99%" in report
+    assert "the greedy dataset-level choice: `pdpgd` 4 (of 4 images)." in report
+
+
+def test_min_norm_entry_by_hand():
+    inf = math.inf
+    entry = min_norm_entry_of({0: 2 / 255, 1: inf, 2: 1 / 255, 3: math.nan, 4: 5 / 255})
+    assert entry["median"] == pytest.approx(3.5 / 255) and (entry["found"], entry["images"]) == (3, 4)
+    curve = {round(255 * c["eps"]): c["fooled_fraction"] for c in entry["curve"]}
+    assert curve == {1: 0.25, 2: 0.5, 4: 0.5, 8: 0.75, 12: 0.75, 16: 0.75}
+    assert entry["per_image"] == [2 / 255, None, 1 / 255, None, 5 / 255]
+    assert min_norm_entry_of({0: inf, 1: inf, 2: 1 / 255})["median"] is None
+
+
+def min_norm_entry_of(values: dict) -> dict:
+    from engine.report import min_norm_entry
+    return min_norm_entry(values, 8 / 255)

@@ -48,6 +48,9 @@ class Prediction:
     images: torch.Tensor | None = None
     adv: torch.Tensor | None = None
     regions: torch.Tensor | None = None
+    # a minimal-norm attack's own figure per image (N,) (AttackResult.extras["min_norm"]); None for other attacks
+    # and under legacy, whose attacks run crop by crop
+    min_norm: torch.Tensor | None = None
 
 
 def inference_settings(cfg) -> dict:
@@ -108,7 +111,8 @@ class Protocol:
         result = self.attack_images(attack, x, y, indices, on_iterate)
         with torch.no_grad():
             return Prediction(self._target(result.adv), y, {k: self._target(v) for k, v in runs_of(result).items()},
-                              result.zero_gradient, x, result.adv, result.extras.get("regions"))
+                              result.zero_gradient, x, result.adv, result.extras.get("regions"),
+                              result.extras.get("min_norm"))
 
     # ---- the interface ------------------------------------------------------------------------------------
     def describe(self) -> dict:

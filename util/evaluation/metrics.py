@@ -89,6 +89,9 @@ class SegMetric:
         # engine.sanity's findings (strings), and for an attack the dataset images whose input gradient stayed zero
         self.warnings: list[str] = []
         self.zero_gradient: list[int] = []
+        # for a minimal-norm attack (adv_lib's): dataset index -> the smallest L-inf norm it found that fools at
+        # least 99% of the image's valid pixels (inf where it found none)
+        self.min_norm: dict[int, float] = {}
 
     def update(self, pred: torch.Tensor, label: torch.Tensor, index: int) -> torch.Tensor:
         """Add one image (pred and label (H,W)); returns its confusion matrix."""
