@@ -112,3 +112,27 @@ def test_pirat_launcher_without_the_dataset_stops_at_once(launcher, tmp_path):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "data/voc2012" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "exp").exists(), "nothing is written"
+
+
+SEA_FAMILIES = [(ds, fam, twin) for ds in ("voc2012", "ade20k") for fam in ("upernet", "segmenter")
+                for twin in ("pirat", "rpat") if fam == "upernet" or ds == "ade20k"]
+
+
+@pytest.mark.parametrize("dataset, family, twin", SEA_FAMILIES)
+def test_sea_family_launchers_train_and_evaluate_as_sea_reports(dataset, family, twin):
+    """SEA's UperNet-ConvNeXt and Segmenter: PIR-AT and its RP-PGD++ twin, evaluated under `center` with SEA at 4/255
+    and (by the eps sweep) 8/255 beside our attacks."""
+    train = f"tool_train/{dataset}/{family}_train_{twin}.sh"
+    test = f"tool_test/{dataset}/{family}_test_sea{'' if twin == 'pirat' else '_rpat'}.sh"
+    for launcher in (train, test):
+        subprocess.run(["sh", "-n", str(ROOT / launcher)], check=True)
+    assert config_of(train) == config_of(test)
+    cfg = load_config(ROOT / config_of(train), ["MODEL.pretrained", ""])
+    assert cfg.MODEL.arch == family and cfg.MODEL.style == "sea" and cfg.ADV_TRAIN.method == "pirat"
+    assert cfg.ADV_TRAIN.attack["name"] == {"pirat": "pirat-pgd", "rpat": "rppgd++"}[twin]
+    assert cfg.ADV_TRAIN.attack["eps"] == 4 / 255 and cfg.ADV_TRAIN.attack["steps"] == 5
+    assert cfg.ATTACK.protocol == "center" and cfg.ATTACK.eps_sweep == [4 / 255, 8 / 255]
+    sea = [a for a in cfg.ATTACK.attacks if a["name"] == "sea"]
+    assert sea == [{"name": "sea", "eps": 4 / 255, "steps": 300}]
+    assert {a["name"] for a in cfg.ATTACK.attacks} == {"sea", "pgd", "segpgd", "cospgd", "rppgd++"}
+    assert cfg.DATA.classes == {"voc2012": 21, "ade20k": 151}[dataset]

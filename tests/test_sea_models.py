@@ -278,8 +278,11 @@ def test_full_width_models_have_seas_names(config, family, depths):
 
 
 @pytest.mark.slow
-def test_demo_upernet_convnext_trains_adversarially_and_is_evaluated_with_sea_under_center(tmp_path, tiny_data):
-    config = str(ROOT / "config/demo/demo_upernet_convnext_pirat.yaml")
+@pytest.mark.parametrize("recipe, attack", [("pirat", "PIRATPGD("), ("rpat", "RPPGDPlusPlus(")])
+def test_demo_upernet_convnext_trains_one_pirat_epoch_and_is_evaluated_with_sea_under_center(tmp_path, tiny_data,
+                                                                                               recipe, attack):
+    """PIR-AT, and RP-PGD++ inside it, for one epoch of the demo UperNet-ConvNeXt; then SEA under `center`."""
+    config = str(ROOT / f"config/demo/demo_upernet_convnext_{recipe}.yaml")
     common = ["DATA.data_root", str(tiny_data), "DATA.workers", "0", "EXP.root", str(tmp_path / "exp"),
               "TRAIN.batch_size", "4", "TRAIN.crop_size", "48", "TEST.batch_size", "2", "TEST.workers", "0",
               "TEST.crop_size", "48"]
@@ -288,8 +291,9 @@ def test_demo_upernet_convnext_trains_adversarially_and_is_evaluated_with_sea_un
         proc = subprocess.run([sys.executable, str(ROOT / script), "--config", config, *common, *extra], cwd=tmp_path,
                               capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    run_dir = tmp_path / "exp" / "demo" / "demo_upernet_convnext_pirat"
-    assert "4 of 4 images per process and step replaced by PGD" in (run_dir / "train.log").read_text()
+    run_dir = tmp_path / "exp" / "demo" / f"demo_upernet_convnext_{recipe}"
+    log = (run_dir / "train.log").read_text()
+    assert "PIR-AT: all 4 images per process and step attacked by" in log and attack in log, log[:2000]
     metrics = json.loads(next((run_dir / "result").glob("*center*/metrics.json")).read_text())
     assert metrics["protocol"]["name"] == "center" and list(metrics["attacks"]) == ["sea"]
     assert metrics["attacks"]["sea"]["mIoU"] <= metrics["clean"]["mIoU"]

@@ -1,0 +1,5 @@
+#!/bin/sh
+# SEA's evaluation (protocol center, SEA at 4/255 and 8/255 with 300 steps per loss, our attacks, the worst case
+# per eps) of the model tool_train/voc2012/upernet_train_pirat.sh wrote: config/voc2012/voc2012_upernet_convnext_t_pirat.yaml
+# sh tool_test/voc2012/upernet_test_sea.sh [SECTION.key value ...]   TEST.model_path FILE evaluates SEA's published checkpoint instead
+exec sh "$(dirname "$0")/../../util/launch.sh" tool_test/test.py config/voc2012/voc2012_upernet_convnext_t_pirat.yaml "$@"

@@ -1,0 +1,4 @@
+#!/bin/sh
+# RP-PGD++ inside PIR-AT of UperNet-ConvNeXt-T (conv stem; the -S twin: config/ade20k/ade20k_upernet_convnext_s_rpat.yaml) on ade20k from the robust ImageNet backbone: config/ade20k/ade20k_upernet_convnext_t_rpat.yaml
+# sh tool_train/ade20k/upernet_train_rpat.sh [SECTION.key value ...]   NPROC=N processes (default: all GPUs, else 1 CPU)
+exec sh "$(dirname "$0")/../../util/launch.sh" tool_train/train.py config/ade20k/ade20k_upernet_convnext_t_rpat.yaml "$@"
