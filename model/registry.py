@@ -7,6 +7,8 @@
   in_index picks them, as mmsegmentation's in_index does (an int: one map, `channels` an int; a tuple: a list of
   maps, `channels` a list).
 - ARCHITECTURES (MODEL.arch): per MODEL.style, which heads sit on the backbone (Architecture).
+- FAMILIES (MODEL.arch `<family>:<name>`): families whose whole network a library or the user's code builds,
+  build(cfg, name) -> a module with the model contract (model/library/: torchvision, hf, smp, python).
 - WEIGHT_FORMATS: checkpoints of other code bases (semseg, DDC-AT, the RP-PGD release, ...) recognised by their keys
   and renamed onto this project's (model/weights.py).
 
@@ -53,3 +55,4 @@ BACKBONES: Registry[Callable[..., nn.Module]] = Registry("backbone", "MODEL.back
 HEADS: Registry[Head] = Registry("head")
 ARCHITECTURES: Registry[dict[str, Architecture]] = Registry("architecture", "MODEL.arch")
 WEIGHT_FORMATS: Registry[WeightFormat] = Registry("checkpoint format")
+FAMILIES: Registry[Callable[..., nn.Module]] = Registry("model family", "the family of MODEL.arch <family>:<name>")
