@@ -24,7 +24,7 @@ def build_model(cfg, backbone_weights: bool = True) -> torch.nn.Module:
     m = cfg.MODEL
     family, sep, name = m.arch.partition(":")
     if sep:  # <family>:<name>: a network a library or the user's code builds whole (model/library/)
-        return FAMILIES.get(family)(cfg, name)
+        return FAMILIES.get(family).build(cfg, name)
     styles = ARCHITECTURES.get(m.arch)
     if m.style not in styles:
         raise UserError(f"MODEL.arch {m.arch} needs MODEL.style {' or '.join(styles)}, got {m.style!r}")

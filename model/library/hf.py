@@ -24,7 +24,7 @@ from torch import nn
 
 from model.library.adapter import LibraryModel, builder_kwargs, library_model
 from model.library.packages import require
-from model.registry import FAMILIES
+from model.registry import FAMILIES, Family
 from util.errors import UserError
 
 LOG = logging.getLogger("rppgd.model")
@@ -77,10 +77,11 @@ def fixed_size(config, pre: dict) -> tuple[int, int] | None:
     return (side, side) if isinstance(side, int) else (int(side[0]), int(side[1]))
 
 
-@FAMILIES.register("hf")
-def build_hf(cfg, folder: str) -> LibraryModel:
+def model_class(cfg, folder: str):
+    """(transformers, the folder's config with DATA.classes labels and MODEL.kwargs, the model class for it)."""
     arch = f"hf:{folder}"
     transformers = require("transformers", arch)
+    from transformers.models.auto.modeling_auto import MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING as MODELS
     path = Path(folder)
     if not (path / "config.json").is_file():
         raise UserError(f"MODEL.arch {arch}: '{path / 'config.json'}' does not exist (hf: names a folder that "
@@ -89,20 +90,48 @@ def build_hf(cfg, folder: str) -> LibraryModel:
     try:
         config, unused = transformers.AutoConfig.from_pretrained(
             str(path), local_files_only=True, trust_remote_code=False, return_unused_kwargs=True, **kwargs)
-        if unused:
-            raise UserError(f"MODEL.kwargs {sorted(unused)}: no attribute of the {config.model_type} config in "
-                            f"'{path / 'config.json'}'")
-        config.num_labels = cfg.DATA.classes
-        net = transformers.AutoModelForSemanticSegmentation.from_config(config, trust_remote_code=False)
     except (ValueError, OSError, KeyError) as exc:
-        raise UserError(f"MODEL.arch {arch}: no Hugging Face semantic-segmentation model from "
-                        f"'{path / 'config.json'}': {exc}") from None
+        raise UserError(f"MODEL.arch {arch}: '{path / 'config.json'}' is no config transformers knows: {exc}") from None
+    if unused:
+        raise UserError(f"MODEL.kwargs {sorted(unused)}: no attribute of the {config.model_type} config in "
+                        f"'{path / 'config.json'}'")
+    if type(config) not in MODELS:
+        raise UserError(f"MODEL.arch {arch}: transformers has no semantic-segmentation model for model_type "
+                        f"'{config.model_type}' ('{path / 'config.json'}'); its semantic-segmentation types: "
+                        f"{', '.join(sorted(c.model_type for c in MODELS.keys()))}")
+    config.num_labels = cfg.DATA.classes
+    return transformers, config, MODELS[type(config)]
+
+
+def build_hf(cfg, folder: str) -> LibraryModel:
+    path = Path(folder)
+    _, config, cls = model_class(cfg, folder)
+    net = cls(config)  # AutoModelForSemanticSegmentation.from_config's class, with random weights
     pre = preprocessor(path)
     mean, std, which = normalisation(path, pre, cfg)
-    LOG.info(f"MODEL.arch {arch}: {type(net).__name__}; normalisation {which}: mean {mean}, std {std}")
+    LOG.info(f"MODEL.arch hf:{folder}: {cls.__name__}; normalisation {which}: mean {mean}, std {std}")
     feature, heads = DEFAULTS.get(config.model_type, ("", ()))
     heads = [h for h in heads if isinstance(getattr(net, h, None), nn.Module)]
     return library_model(cfg, net, read_output, feature_layer=feature, head_modules=heads, mean=mean, std=std,
                          aux_layer="auxiliary_head" if "auxiliary_head" in heads else "",
                          resize_to=fixed_size(config, pre),
-                         origin=f"{type(net).__name__} from '{path}'; normalisation {which}")
+                         origin=f"{cls.__name__} from '{path}'; normalisation {which}")
+
+
+def hf_weights(state: dict[str, torch.Tensor], cfg, where: str) -> dict[str, torch.Tensor]:
+    """A save_pretrained folder's tensors (transformers' checkpoint layout, which may name keys differently from
+    the module, e.g. SegFormer's linear_c/linear_projections in transformers 5) or a checkpoint written here,
+    loaded by transformers' own from_pretrained; every key checked, then returned under the module's keys."""
+    _, config, cls = model_class(cfg, cfg.MODEL.arch[3:])
+    try:
+        net, info = cls.from_pretrained(None, config=config, state_dict=dict(state), output_loading_info=True)
+    except (RuntimeError, ValueError) as exc:  # e.g. a tensor of another shape
+        raise UserError(f"{where} does not fit {cls.__name__} ({cfg.MODEL.arch}, DATA.classes): {exc}") from None
+    wrong = {k: sorted(v)[:10] for k, v in info.items() if v}
+    if wrong:
+        raise UserError(f"{where} does not match {cls.__name__} built from the config ({cfg.MODEL.arch}, "
+                        f"DATA.classes): " + "; ".join(f"{k.replace('_keys', '')}: {v}" for k, v in wrong.items()))
+    return net.state_dict()
+
+
+FAMILIES.register("hf", Family(build_hf, hf_weights))

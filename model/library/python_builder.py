@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from model.library.adapter import LibraryModel, library_model
-from model.registry import FAMILIES
+from model.registry import FAMILIES, Family
 from util.errors import UserError
 
 
@@ -27,7 +27,6 @@ def read_output(out: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
     raise ValueError(f"a python: model must return logits or a dict with 'out'; got {type(out).__name__}")
 
 
-@FAMILIES.register("python")
 def build_python(cfg, spec: str) -> LibraryModel:
     module_name, _, function = spec.partition(":")
     if not module_name or not function:
@@ -45,3 +44,6 @@ def build_python(cfg, spec: str) -> LibraryModel:
         raise UserError(f"MODEL.arch python:{spec}: {function}(cfg) returned a {type(net).__name__}, not an nn.Module")
     return library_model(cfg, net, read_output, feature_layer="", head_modules=[],
                          origin=f"{module_name}.{function}(cfg)")
+
+
+FAMILIES.register("python", Family(build_python))

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 from model.library.adapter import LibraryModel, builder_kwargs, library_model
 from model.library.packages import require
-from model.registry import FAMILIES
+from model.registry import FAMILIES, Family
 from util.errors import UserError
 
 REFUSED = {"classes": "DATA.classes sets the class count", "in_channels": "the images have 3 channels",
            "aux_params": "smp's auxiliary output is an image classifier, which no loss here trains"}
 
 
-@FAMILIES.register("smp")
 def build_smp(cfg, name: str) -> LibraryModel:
     smp = require("segmentation_models_pytorch", f"smp:{name}")
     archs = {cls.__name__: cls for cls in smp.MODEL_ARCHITECTURES_MAPPING.values()}
@@ -36,3 +35,6 @@ def build_smp(cfg, name: str) -> LibraryModel:
     return library_model(cfg, net, lambda out: (out, None), feature_layer="encoder",
                          head_modules=["decoder", "segmentation_head"], pad_multiple=pad,
                          origin=f"segmentation_models_pytorch.{name}(**{kwargs})")
+
+
+FAMILIES.register("smp", Family(build_smp))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from torch import nn
 
 from model.library.adapter import LibraryModel, builder_kwargs, library_model
-from model.registry import FAMILIES
+from model.registry import FAMILIES, Family
 from util.errors import UserError
 
 BUILDERS = ("fcn_resnet50", "fcn_resnet101", "deeplabv3_resnet50", "deeplabv3_resnet101",
@@ -21,7 +21,6 @@ REFUSED = {"weights": "weights come from a state_dict file (TEST.model_path, TRA
            "num_classes": "DATA.classes sets the class count"}
 
 
-@FAMILIES.register("torchvision")
 def build_torchvision(cfg, name: str) -> LibraryModel:
     from torchvision.models import segmentation
 
@@ -36,3 +35,6 @@ def build_torchvision(cfg, name: str) -> LibraryModel:
     heads = [h for h in ("classifier", "aux_classifier") if isinstance(getattr(net, h, None), nn.Module)]
     return library_model(cfg, net, lambda out: (out["out"], out.get("aux")), feature_layer="backbone",
                          head_modules=heads, origin=f"torchvision.models.segmentation.{name}(**{kwargs})")
+
+
+FAMILIES.register("torchvision", Family(build_torchvision))
