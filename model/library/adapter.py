@@ -196,3 +196,28 @@ def builder_kwargs(cfg, refused: dict[str, str]) -> dict[str, Any]:
         if key in kwargs:
             raise UserError(f"MODEL.kwargs.{key}: {why}; remove it from MODEL.kwargs (MODEL.arch {cfg.MODEL.arch})")
     return kwargs
+
+
+def any_output(out: Any) -> Output:
+    """Logits from what a network returns: a tensor, a dict with "out" (and "aux"), or a Hugging Face output's
+    `logits`."""
+    if isinstance(out, torch.Tensor):
+        return out, None
+    if isinstance(out, Mapping) and "out" in out:
+        return out["out"], out.get("aux")
+    if isinstance(getattr(out, "logits", None), torch.Tensor):
+        return out.logits, None
+    raise ValueError(f"cannot find logits in a {type(out).__name__}: return a tensor, a dict with 'out' or an "
+                     "object with `logits`, or pass read_output")
+
+
+def wrap_model(net: nn.Module, mean: Sequence[float] = (0.485, 0.456, 0.406),
+               std: Sequence[float] = (0.229, 0.224, 0.225), feature_layer: str = "", head_modules: Sequence[str] = (),
+               aux_layer: str = "", read_output: Callable[[Any], Output] = any_output) -> LibraryModel:
+    """A network built in Python (a library's or your own) behind the model contract, for the robustness evaluation,
+    the attacks and the trainer: `net` maps normalised images to logits (a tensor, a dict with "out", a Hugging
+    Face output); mean/std normalise [0,1] images (ImageNet's by default); feature_layer names the module whose
+    output is RP-PGD's `feat`; head_modules the modules of the head learning-rate group; aux_layer a module whose
+    output is auxiliary logits (Hugging Face's auxiliary_head). The adapter never changes net's train/eval mode."""
+    return LibraryModel(net, mean, std, read_output, feature_layer, head_modules, aux_layer,
+                        origin=f"{type(net).__name__} wrapped in Python")
