@@ -83,3 +83,20 @@ TEST: {{mode: whole, batch_size: 2, workers: 0}}
         assert metrics["model_path"] is None and list(metrics["attacks"]) == ["pgd", "rppgd++"]
         assert metrics["clean"]["images"] == 4 and (result.result_dir / "report.md").is_file()
         assert not model.training, "the evaluation leaves the mode as it found it"
+
+
+@pytest.mark.parametrize("family", list(CONFIGS))
+def test_the_benchmark_runs_on_every_family(tmp_path, tiny_data, family):
+    config, extra = CONFIGS[family]
+    out = tmp_path / "bench.json"
+    env = {"PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
+    proc = run([sys.executable, str(ROOT / "tool_bench/bench.py"), "--config", str(ROOT / config), "--size", "40",
+                "--batch", "1", "--repeats", "1", "--steps", "2", "--attacks", "pgd,rppgd++", "--train-batch", "2",
+                "--train-size", "40", "--eval-size", "40x48", "--loader-batches", "1", "--out", str(out),
+                "DATA.data_root", str(tiny_data), "DATA.workers", "0", "EXP.root", str(tmp_path / "exp"), *extra],
+               cwd=ROOT, env_extra=env)
+    rows = {r["name"]: r for r in json.loads(out.read_text())["rows"]}
+    assert {name: tuple(r["passes"]) for name, r in rows.items() if r["passes"]} == {
+        "pgd step": (2, 2), "rppgd++ step": (2, 2)}
+    assert rows["AT training step"]["seconds"] > 0 and "| rppgd++ step | 2 / 2 |" in proc.stdout
+    assert f"; {family}:" in proc.stdout, "the header names the library model"
