@@ -59,7 +59,8 @@ def test_adversarial_training_then_evaluation(tmp_path, tiny_data, family):
     assert "| worst case over the attacks |" in (run_dir / "result" / "val_last_full" / "report.md").read_text()
     assert "| rppgd++ |" in proc.stdout
     if family == "hf":  # the log says which normalisation the folder's model uses
-        assert "normalisation DATA.mean/DATA.std ('config/demo/hf/segformer_b0' has no image_mean" in proc.stderr
+        line = "normalisation DATA.mean/DATA.std ('config/demo/hf/segformer_b0' has no image_mean"
+        assert line in proc.stdout + proc.stderr
 
 
 def test_one_call_evaluation_of_models_built_in_python(tmp_path, tiny_data):
