@@ -5,24 +5,27 @@ from __future__ import annotations
 import torch
 
 # each module of this line registers its entries
-from model import architectures, convnext, deeplabv3, fcn, pspnet, resnet, sea, segmenter, semseg, upernet, vit  # noqa: F401
-from model.registry import ARCHITECTURES, BACKBONES, HEADS, WEIGHT_FORMATS, Architecture, Head, WeightFormat
+from model import architectures, convnext, deeplabv3, fcn, library, pspnet, resnet, sea, segmenter, semseg, upernet, vit  # noqa: F401
+from model.registry import ARCHITECTURES, BACKBONES, FAMILIES, HEADS, WEIGHT_FORMATS, Architecture, Head, WeightFormat
 from model.resnet import DilatedResNet, load_backbone_weights
 from model.segmentor import Segmentor
 from model.weights import to_project_weights
 from util.errors import UserError
 
-__all__ = ["ARCHITECTURES", "BACKBONES", "HEADS", "WEIGHT_FORMATS", "Architecture", "DilatedResNet", "Head",
+__all__ = ["ARCHITECTURES", "BACKBONES", "FAMILIES", "HEADS", "WEIGHT_FORMATS", "Architecture", "DilatedResNet", "Head",
            "Segmentor", "WeightFormat", "build_model", "load_backbone_weights", "to_project_weights"]
 
 
-def build_model(cfg, backbone_weights: bool = True) -> Segmentor:
+def build_model(cfg, backbone_weights: bool = True) -> torch.nn.Module:
     """Build the model a config describes (keys MODEL.* and DATA.classes/mean/std).
 
     MODEL.pretrained, when set, loads ImageNet backbone weights with strict checking; backbone_weights=False skips
     it, for a caller that loads the whole network next (a trained checkpoint needs no ImageNet file).
     """
     m = cfg.MODEL
+    family, sep, name = m.arch.partition(":")
+    if sep:  # <family>:<name>: a network a library or the user's code builds whole (model/library/)
+        return FAMILIES.get(family).build(cfg, name)
     styles = ARCHITECTURES.get(m.arch)
     if m.style not in styles:
         raise UserError(f"MODEL.arch {m.arch} needs MODEL.style {' or '.join(styles)}, got {m.style!r}")

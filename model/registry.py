@@ -7,6 +7,8 @@
   in_index picks them, as mmsegmentation's in_index does (an int: one map, `channels` an int; a tuple: a list of
   maps, `channels` a list).
 - ARCHITECTURES (MODEL.arch): per MODEL.style, which heads sit on the backbone (Architecture).
+- FAMILIES (MODEL.arch `<family>:<name>`): families whose whole network a library or the user's code builds
+  (Family; model/library/: torchvision, hf, smp, python).
 - WEIGHT_FORMATS: checkpoints of other code bases (semseg, DDC-AT, the RP-PGD release, ...) recognised by their keys
   and renamed onto this project's (model/weights.py).
 
@@ -51,7 +53,21 @@ class WeightFormat:
     convert: Callable[..., dict]
 
 
+def same_keys(state: dict, cfg, where: str) -> dict:
+    return state
+
+
+@dataclass(frozen=True)
+class Family:
+    """Networks a library or the user's code builds whole (MODEL.arch <family>:<name>): build(cfg, name) -> a module
+    with the model contract; weights(state, cfg, where) -> a weights file's tensors under that module's keys (a
+    library whose files name keys otherwise converts them with its own loader, every key checked)."""
+    build: Callable[..., nn.Module]
+    weights: Callable[..., dict] = same_keys
+
+
 BACKBONES: Registry[Callable[..., nn.Module]] = Registry("backbone", "MODEL.backbone")
 HEADS: Registry[Head] = Registry("head")
 ARCHITECTURES: Registry[dict[str, Architecture]] = Registry("architecture", "MODEL.arch")
 WEIGHT_FORMATS: Registry[WeightFormat] = Registry("checkpoint format")
+FAMILIES: Registry[Family] = Registry("model family", "the family of MODEL.arch <family>:<name>")

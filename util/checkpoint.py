@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickletools
 import zipfile
@@ -32,20 +33,46 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
 
 def load_checkpoint(path: str | Path, key: str = "TEST.model_path") -> dict[str, Any]:
     """Read a checkpoint written by tool_train/train.py, or by semseg/DDC-AT/the RP-PGD release ({'epoch',
-    'state_dict', 'optimizer'}: its weights become 'model'), or a plain state dict (SEA's: it becomes 'model'), with
-    weights_only: no code is unpickled."""
+    'state_dict', 'optimizer'}: its weights become 'model'), or a plain state dict (torch.save(model.state_dict()),
+    as SEA's train_rob_seg.py and torchvision and smp models save them: it becomes 'model'), with weights_only: no
+    code is unpickled. A folder is a Hugging Face save_pretrained folder: its safetensors are read (no code in them
+    can run)."""
     path = Path(path)
+    if path.is_dir():
+        return {"model": read_pretrained_folder(path, key)}
     if not path.is_file():
         raise UserError(f"{key}: checkpoint '{path}' does not exist")
     state = read_tensors(path, key)
     if isinstance(state, dict) and "model" not in state and isinstance(state.get("state_dict"), dict):
         state = {**state, "model": state["state_dict"]}  # semseg, DDC-AT and the RP-PGD release save 'state_dict'
     if isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values()):
-        state = {"model": state}  # a plain state dict, as SEA's train_rob_seg.py saves its models
+        state = {"model": state}  # a plain state dict (SEA's, torchvision's, smp's)
     if not isinstance(state, dict) or "model" not in state:
         raise UserError(f"{key}: '{path}' is not a checkpoint of tool_train/train.py (no 'model' entry) nor of "
                         "semseg, DDC-AT or the RP-PGD release (no 'state_dict' entry) nor a plain state dict (SEA's)")
     return state
+
+
+def read_pretrained_folder(path: Path, key: str) -> dict[str, torch.Tensor]:
+    """The weights of a save_pretrained folder: model.safetensors, or the shards model.safetensors.index.json names."""
+    index = path / "model.safetensors.index.json"
+    files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() else \
+        ["model.safetensors"]
+    if not all((path / f).is_file() for f in files):
+        raise UserError(f"{key}: '{path}' is a folder without {' and '.join(files)}: a weights folder is one that "
+                        "save_pretrained wrote (safetensors)")
+    try:
+        from safetensors.torch import load_file
+    except ModuleNotFoundError:
+        raise UserError(f"{key}: reading '{path}' needs the package 'safetensors': python -m pip install -r "
+                        "requirements.txt") from None
+    weights: dict[str, torch.Tensor] = {}
+    for name in files:
+        try:
+            weights.update(load_file(path / name))
+        except Exception as exc:  # safetensors raises SafetensorError (an OSError or not, by version) on a bad file
+            raise UserError(f"{key}: '{path / name}' is not a safetensors file, or a damaged one: {exc}") from None
+    return weights
 
 
 def read_tensors(path: Path, key: str) -> Any:

@@ -45,6 +45,13 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         # channels-last memory layout for the network's weights and inputs (faster convolutions on recent GPUs;
         # the same results to float tolerance)
         "channels_last": False,
+        # MODEL.arch torchvision:<builder>, smp:<Architecture>, hf:<folder>, python:<module>:<function>
+        # (docs/your_own_model.md): the builder's keyword arguments (hf: config attributes)
+        "kwargs": {},
+        # the module (dotted name) whose output is RP-PGD's `feat`; empty: the family's default
+        "feature_layer": "",
+        # the modules whose parameters train at TRAIN.base_lr x TRAIN.head_lr_mult; []: the family's default
+        "head_modules": [],
     },
     "TRAIN": {
         "epochs": 50,

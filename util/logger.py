@@ -28,4 +28,8 @@ def make_logger(name: str, log_file: str | Path | None, enabled: bool = True) ->
             handler = logging.FileHandler(log_file)
             handler.setFormatter(fmt)
             logger.addHandler(handler)
+    # what the model builders log (rppgd.model: which normalisation an hf: folder's model uses) goes here too
+    model_log = logging.getLogger("rppgd.model")
+    model_log.handlers, model_log.propagate = list(logger.handlers), False
+    model_log.setLevel(logger.level)
     return logger

@@ -1,0 +1,104 @@
+"""Every registered attack on one model of each library family (model/library/): the call contract (eps ball,
+[0,1], the train/eval flags restored, parameter gradients untouched), RP-PGD++ on the hooked features, and the
+loss rising on briefly trained models."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from library_models import library_cfg
+from test_attack_properties import params, sample
+
+from attack import ATTACKS, build_attack
+from model import build_model
+from util.data.dataset import SegDataset
+
+FAMILIES = ["torchvision-lraspp", "smp-unet", "hf-segformer", "python"]
+FEATURES = {"torchvision-lraspp": [], "smp-unet": [], "hf-segformer": [], "python": ["MODEL.feature_layer", "body"]}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    torch.manual_seed(0)
+    built = {}
+    for key in FAMILIES:
+        model = build_model(library_cfg(tmp_path_factory.mktemp(key), key, *FEATURES[key]))
+        with torch.no_grad():  # BatchNorm statistics of its own, so eval and train mode differ
+            model.train()(torch.rand(4, 3, 32, 32))
+        built[key] = model
+    return built
+
+
+def heavy(key: str):
+    """torchvision's and smp's smallest models take seconds per attack on two CPU cores: slow-marked."""
+    return pytest.param(key, marks=pytest.mark.slow) if key.startswith(("torchvision", "smp")) else key
+
+
+@pytest.mark.parametrize("name", list(ATTACKS))
+@pytest.mark.parametrize("key", [heavy(k) for k in FAMILIES])
+def test_every_attack_keeps_the_contract_on_every_family(models, key, name):
+    model = models[key]
+    x, y = sample(1, 45, 37)
+    x_copy = x.clone()
+    model.train()
+    leaf = next(m for m in model.net.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    leaf.eval()  # a mixed-mode model: each module's own flag must come back
+    flags = [m.training for m in model.modules()]
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 0.5)
+    atk = build_attack(name, model, seed=1, **params(name)) if name != "fgsm" else build_attack(name, model)
+    adv = atk(x, y)
+    assert adv.shape == x.shape and adv.min() >= 0 and adv.max() <= 1
+    assert (adv - x).abs().max() <= atk.eps + 1e-6
+    assert not torch.equal(adv, x), f"{name} did not change the image"
+    assert torch.equal(x, x_copy)
+    assert [m.training for m in model.modules()] == flags, "train/eval flags were not restored"
+    assert all(torch.equal(p.grad, torch.full_like(p, 0.5)) for p in model.parameters())
+
+
+def brief_training(model, images, labels, steps: int = 25):
+    """A few Adam steps, then BatchNorm's statistics measured on the images (so that eval mode fits)."""
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(steps):
+        opt.zero_grad()
+        F.cross_entropy(model(images), labels, ignore_index=255).backward()
+        opt.step()
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average
+    with torch.no_grad():
+        model(images)
+    return model.eval()
+
+
+# a feature layer at stride 8 or finer, so that the demo's 48x48 images give several classes' prototypes
+LAYERS = {"torchvision-lraspp": "backbone.6", "smp-unet": "encoder", "hf-segformer": "segformer.stages.1",
+          "python": "body"}
+
+
+@pytest.mark.parametrize("key", [heavy(k) for k in FAMILIES])
+def test_the_loss_rises_and_rppgd_plus_plus_moves_the_image_through_the_hooked_features(tmp_path, tiny_data, key):
+    torch.manual_seed(0)
+    data = SegDataset(tiny_data, "list/train.txt", 7)
+    images = torch.stack([data[i][0] for i in range(8)])
+    labels = torch.stack([data[i][1] for i in range(8)])
+    cfg = library_cfg(tmp_path, key, "MODEL.feature_layer", LAYERS[key])
+    model = brief_training(build_model(cfg), images, labels)
+    with torch.no_grad():
+        clean = F.cross_entropy(model(images), labels, ignore_index=255)
+    for name in ("pgd", "rppgd++"):
+        adv = build_attack(name, model, eps=0.1, alpha=0.03, steps=5, seed=0)(images, labels)
+        with torch.no_grad():
+            attacked = F.cross_entropy(model(adv), labels, ignore_index=255)
+        assert attacked > clean * 1.05, f"{name}: CE {clean:.4f} -> {attacked:.4f}"
+
+    seen = []
+    handle = model.net.get_submodule(LAYERS[key]).register_forward_hook(lambda m, i, o: seen.append(o))
+    atk = build_attack("rppgd++", model, eps=0.1, alpha=0.03, steps=2, random_start=False, w_region=0.0)
+    adv = atk(images, labels)
+    handle.remove()
+    assert len(seen) == 2, "one forward per step through the feature layer"
+    assert not torch.equal(adv, images), "the prototype terms alone (w_region 0) must move the image"
+    assert (adv - images).abs().max() <= 0.1 + 1e-6
