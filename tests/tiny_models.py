@@ -78,3 +78,21 @@ def train_tiny(data_root, classes: int = 7, iterations: int = 150, seed: int = 0
         opt.step()
     model.eval()
     return model, [(val[i][0], val[i][1]) for i in range(len(val))]
+
+
+class TinyNet(nn.Module):
+    """TinySeg's layers as a network of the user's own (MODEL.arch python:tiny_models:tiny_network): normalised
+    images in, stride-4 logits out; the adapter normalises and upsamples, and `body` gives RP-PGD's features."""
+
+    def __init__(self, classes: int = 7, width: int = 16) -> None:
+        super().__init__()
+        self.body = TinySeg(classes, width).body
+        self.head = nn.Conv2d(2 * width, classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+def tiny_network(cfg) -> nn.Module:
+    """The python: family builder of TinyNet with DATA.classes classes."""
+    return TinyNet(cfg.DATA.classes)
