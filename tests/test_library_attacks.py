@@ -14,6 +14,9 @@ from model import build_model
 from util.data.dataset import SegDataset
 
 FAMILIES = ["torchvision-lraspp", "smp-unet", "hf-segformer", "python"]
+# adv_lib's attacks return the clean image until they fool 99% of an image's valid pixels, which random labels on an
+# untrained model may never allow in a few steps; tests/test_rse_attacks.py shows them moving images
+MINIMAL_NORM = {"dag", "pdpgd", "alma-prox", "asma", "pdgd"}
 FEATURES = {"torchvision-lraspp": [], "smp-unet": [], "hf-segformer": [], "python": ["MODEL.feature_layer", "body"]}
 
 
@@ -46,11 +49,11 @@ def test_every_attack_keeps_the_contract_on_every_family(models, key, name):
     flags = [m.training for m in model.modules()]
     for p in model.parameters():
         p.grad = torch.full_like(p, 0.5)
-    atk = build_attack(name, model, seed=1, **params(name)) if name != "fgsm" else build_attack(name, model)
+    atk = build_attack(name, model, **params(name, seed=1))  # params() drops the seed of attacks that draw nothing
     adv = atk(x, y)
     assert adv.shape == x.shape and adv.min() >= 0 and adv.max() <= 1
     assert (adv - x).abs().max() <= atk.eps + 1e-6
-    assert not torch.equal(adv, x), f"{name} did not change the image"
+    assert name in MINIMAL_NORM or not torch.equal(adv, x), f"{name} did not change the image"
     assert torch.equal(x, x_copy)
     assert [m.training for m in model.modules()] == flags, "train/eval flags were not restored"
     assert all(torch.equal(p.grad, torch.full_like(p, 0.5)) for p in model.parameters())
