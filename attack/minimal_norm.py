@@ -67,9 +67,13 @@ class MinimalNorm(Attack):
 
     function = ""              # the name in adv_lib.attacks.segmentation
     per_image = False          # True: adv_lib is called one image at a time
+    min_steps = 1              # 2 where adv_lib's schedule divides by steps - 1
 
     def __init__(self, model: nn.Module, eps: float, steps: int, ignore_index: int = 255) -> None:
         super().__init__(model, eps=eps, alpha=None, steps=steps, random_start=False, ignore_index=ignore_index)
+        if steps < self.min_steps:
+            raise ValueError(f"{self.name} needs steps >= {self.min_steps} (adv_lib's schedule divides by steps - 1); "
+                             f"got {steps}")
         self.adv_lib = getattr(adv_lib_segmentation(), self.function)
 
     def options(self) -> dict:
@@ -142,6 +146,7 @@ class PDPGD(MinimalNorm):
     0.01 and adv_lib's 500 steps."""
     name = "pdpgd"
     function = "pdpgd"
+    min_steps = 2
 
     def __init__(self, model: nn.Module, eps: float = 8 / 255, steps: int = 500, primal_lr: float = 0.01,
                  ignore_index: int = 255) -> None:
@@ -159,6 +164,7 @@ class PDGD(MinimalNorm):
     L-inf norm and clamped like the others); adv_lib's defaults."""
     name = "pdgd"
     function = "pdgd"
+    min_steps = 2
 
     def __init__(self, model: nn.Module, eps: float = 8 / 255, steps: int = 500, primal_lr: float = 0.1,
                  ignore_index: int = 255) -> None:
@@ -175,6 +181,7 @@ class ALMAProx(MinimalNorm):
     1e-4 and adv_lib's 500 steps. Runs image by image (see the module docstring)."""
     name = "alma-prox"
     function = "alma_prox"
+    min_steps = 2
     per_image = True
 
     def __init__(self, model: nn.Module, eps: float = 8 / 255, steps: int = 500, lr_init: float = 1e-4,

@@ -198,3 +198,10 @@ def test_min_norm_entry_by_hand():
 def min_norm_entry_of(values: dict) -> dict:
     from engine.report import min_norm_entry
     return min_norm_entry(values, 8 / 255)
+
+
+@pytest.mark.parametrize("name", ["pdpgd", "pdgd", "alma-prox"])
+def test_adv_lib_attacks_whose_schedule_divides_by_steps_minus_one_refuse_one_step(name):
+    """adv_lib 0.2.8 divides by num_steps - 1 in these three (ZeroDivisionError at one step): refused up front."""
+    with pytest.raises(ValueError, match=f"{name} needs steps >= 2"):
+        build_attack(name, TinySeg(), steps=1)
