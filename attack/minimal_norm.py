@@ -141,36 +141,40 @@ class DAG(MinimalNorm):
         return {"max_iter": self.steps, "γ": self.gamma, "p": float("inf"), "adv_threshold": ADV_THRESHOLD}
 
 
-class PDPGD(MinimalNorm):
+class PrimalDual(MinimalNorm):
+    """adv_lib's primal-dual attacks: a primal learning rate, and a schedule that divides by steps - 1."""
+    min_steps = 2
+
+    def __init__(self, model: nn.Module, eps: float, steps: int, primal_lr: float, ignore_index: int = 255) -> None:
+        super().__init__(model, eps=eps, steps=steps, ignore_index=ignore_index)
+        check_range("primal_lr", primal_lr, 0.0, float("inf"), low_open=True)
+        self.primal_lr = float(primal_lr)
+
+
+class PDPGD(PrimalDual):
     """PDPGD (Matyasko and Chau, 2021) in adv_lib's segmentation form for the L-inf norm; rse's primal learning rate
     0.01 and adv_lib's 500 steps."""
     name = "pdpgd"
     function = "pdpgd"
-    min_steps = 2
 
     def __init__(self, model: nn.Module, eps: float = 8 / 255, steps: int = 500, primal_lr: float = 0.01,
                  ignore_index: int = 255) -> None:
-        super().__init__(model, eps=eps, steps=steps, ignore_index=ignore_index)
-        check_range("primal_lr", primal_lr, 0.0, float("inf"), low_open=True)
-        self.primal_lr = float(primal_lr)
+        super().__init__(model, eps=eps, steps=steps, primal_lr=primal_lr, ignore_index=ignore_index)
 
     def options(self) -> dict:
         return {"norm": float("inf"), "num_steps": self.steps, "primal_lr": self.primal_lr,
                 "adv_threshold": ADV_THRESHOLD}
 
 
-class PDGD(MinimalNorm):
+class PDGD(PrimalDual):
     """PDGD (Matyasko and Chau, 2021), adv_lib's L2 primal-dual attack (its minimal L2 image, scored here by its
     L-inf norm and clamped like the others); adv_lib's defaults."""
     name = "pdgd"
     function = "pdgd"
-    min_steps = 2
 
     def __init__(self, model: nn.Module, eps: float = 8 / 255, steps: int = 500, primal_lr: float = 0.1,
                  ignore_index: int = 255) -> None:
-        super().__init__(model, eps=eps, steps=steps, ignore_index=ignore_index)
-        check_range("primal_lr", primal_lr, 0.0, float("inf"), low_open=True)
-        self.primal_lr = float(primal_lr)
+        super().__init__(model, eps=eps, steps=steps, primal_lr=primal_lr, ignore_index=ignore_index)
 
     def options(self) -> dict:
         return {"num_steps": self.steps, "primal_lr": self.primal_lr, "adv_threshold": ADV_THRESHOLD}

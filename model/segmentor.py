@@ -33,6 +33,13 @@ def levels(features: list[torch.Tensor], index: Index) -> torch.Tensor | list[to
     return features[index] if isinstance(index, int) else [features[i] for i in index]
 
 
+def model_input(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """Images (N,3,H,W) as a model takes them (channels-last in memory when asked); any other shape is a ValueError."""
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise ValueError(f"expected images of shape (N,3,H,W), got {tuple(x.shape)}")
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
 class Segmentor(nn.Module):
     """Normalisation, then the backbone's levels, the decode head on the levels head_index and the auxiliary head
     (training mode only) on aux_index; logits are upsampled bilinearly to the input (align_corners and logits_stride
@@ -71,11 +78,8 @@ class Segmentor(nn.Module):
         return out[..., :size[0], :size[1]]
 
     def forward(self, x: torch.Tensor, return_dict: bool = False):
-        if x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(f"expected images of shape (N,3,H,W), got {tuple(x.shape)}")
         size = x.shape[-2:]
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = model_input(x, self.channels_last)
         features = self.backbone(self.normalize(x))
         out = self.upsample(self.head(levels(features, self.head_index)), size)
         if not return_dict:

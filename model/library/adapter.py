@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.segmentor import Normalize
+from model.segmentor import Normalize, model_input
 from util.errors import UserError
 
 Output = tuple[torch.Tensor, torch.Tensor | None]
@@ -66,12 +66,8 @@ class LibraryModel(nn.Module):
         self.register_load_state_dict_pre_hook(_add_prefix)
 
     def forward(self, x: torch.Tensor, return_dict: bool = False):
-        if x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(f"expected images of shape (N,3,H,W), got {tuple(x.shape)}")
         size = x.shape[-2:]
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        z = self.normalize(x)
+        z = self.normalize(model_input(x, self.channels_last))
         m = self.pad_multiple
         pad = ((-size[1]) % m, (-size[0]) % m)
         if any(pad):
