@@ -68,3 +68,25 @@ def test_an_interrupted_evaluation_rerun_under_changed_code_starts_afresh_and_sa
     old_metrics, new_metrics = (json.loads((result / n / "metrics.json").read_text()) for n in ("old", "new"))
     assert new_metrics["clean"]["mIoU"] == old_metrics["clean"]["mIoU"] > 0
     assert new_metrics["attacks"]["pgd"]["mIoU"] == old_metrics["attacks"]["pgd"]["mIoU"]
+
+
+def _write_many(path, n):
+    from util.outputs import write_json
+    for i in range(n):
+        write_json({"writer": i}, path)
+
+
+def test_processes_that_write_the_same_json_at_once_never_fail(tmp_path):
+    """The ranks of one evaluation each write the store's code.json; with one shared temporary name a rank's rename
+    found its temporary file gone (FileNotFoundError), which failed a two-process evaluation in CI."""
+    import multiprocessing
+    ctx = multiprocessing.get_context("fork")
+    path = tmp_path / "code.json"
+    procs = [ctx.Process(target=_write_many, args=(path, 400)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert json.loads(path.read_text()) == {"writer": 399}
+    assert [p.name for p in tmp_path.iterdir()] == ["code.json"]

@@ -18,7 +18,8 @@ def new_result_dir(parent: Path, name: str) -> Path:
 
 
 def write_json(payload: dict[str, Any], path: Path) -> None:
-    """Write JSON atomically (temporary file, then rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    """Write JSON atomically (a temporary file of this process, then rename): processes that write the same file at
+    once (the ranks of one evaluation) each leave a whole file, never a half-written one or a missing temporary."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
     os.replace(tmp, path)

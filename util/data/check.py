@@ -31,6 +31,7 @@ from util.data.dataset import Entry, read_image, read_list
 from util.data.label_png import bad_values, read_label_png
 from util.distributed import DistEnv, barrier
 from util.errors import UserError
+from util.outputs import write_json
 
 
 @dataclass(frozen=True)
@@ -160,9 +161,7 @@ def read_cache(path: Path) -> dict | None:
 
 def write_cache(path: Path, content: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(content, indent=1) + "\n")
-    os.replace(tmp, path)
+    write_json(content, path)
 
 
 def main(argv: list[str] | None = None) -> None:
