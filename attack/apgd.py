@@ -115,7 +115,7 @@ class APGD(Attack):
         """The attack's loss at iterate step - 1 of the run (optimise() passes k + 1 for iterate k)."""
         return self.per_image(self.loss, self.logits_of(out), labels, step - 1, state["steps"])
 
-    def expected_passes(self) -> tuple[int, int]:
+    def expected_passes(self, images: int) -> tuple[int, int]:
         """APGD judges its start point and each step, the last iterate without a gradient: steps + 1 forward passes,
         steps backward."""
         return self.steps + 1, self.steps

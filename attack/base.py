@@ -199,10 +199,10 @@ class Attack:
         none here."""
         return []
 
-    def expected_passes(self) -> tuple[int, int]:
-        """(forward, backward) passes through the model that one untraced call needs by the attack's definition: a
-        step of the PGD family is one forward and one backward; with `best` the last iterate is judged too (one
-        more forward)."""
+    def expected_passes(self, images: int) -> tuple[int, int]:
+        """(forward, backward) passes through the model that one untraced call on a batch of `images` needs by the
+        attack's definition (a pass is one call of the model, whatever its batch): a step of the PGD family is one
+        forward and one backward; with `best` the last iterate is judged too (one more forward)."""
         return self.steps + (1 if self.best else 0), self.steps
 
     def region_history(self) -> Callable[[int, torch.Tensor, torch.Tensor], None] | None:

@@ -80,10 +80,11 @@ class MinimalNorm(Attack):
         """The keyword arguments of the adv_lib function besides model, inputs, labels and masks."""
         raise NotImplementedError
 
-    def expected_passes(self) -> tuple[int, int]:
-        """At most `steps` forward and backward passes of adv_lib (DAG stops when every image is fooled) and one
-        forward pass that judges adv_lib's image; per image where the attack runs image by image."""
-        return self.steps + 1, self.steps
+    def expected_passes(self, images: int) -> tuple[int, int]:
+        """At most `steps` forward and backward passes of adv_lib (DAG stops when every image is fooled), per image
+        where the attack runs image by image, and one forward pass that judges adv_lib's images."""
+        calls = images if self.per_image else 1
+        return calls * self.steps + 1, calls * self.steps
 
     def minimise(self, x: torch.Tensor, y: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """adv_lib's smallest adversarial images for images with at least one valid pixel."""

@@ -61,7 +61,7 @@ class SEA(Attack):
     def run_names(self) -> list[str]:
         return list(self.losses)
 
-    def expected_passes(self) -> tuple[int, int]:
+    def expected_passes(self, images: int) -> tuple[int, int]:
         """APGD's passes for every stage of every loss run."""
         stages = [stage["steps"] for stage in self.stages()] * len(self.runs)
         return sum(s + 1 for s in stages), sum(stages)

@@ -3,7 +3,7 @@
     with PassCounter(model) as passes:
         atk(images, labels)
     passes.forward, passes.backward, passes.forward_samples
-    check_passes(atk, passes)    # an attack that makes more passes than its definition needs is an error
+    check_passes(atk, passes, len(images))  # an attack that makes more passes than its definition needs is an error
 
 A forward pass is one call of the model's forward; a backward pass is one backpropagation through its output
 (a tensor hook on the logits, so gradients w.r.t. the input and w.r.t. the parameters both count).
@@ -43,11 +43,11 @@ class PassCounter:
         self._handle = None
 
 
-def check_passes(attack: Attack, counter: PassCounter) -> None:
+def check_passes(attack: Attack, counter: PassCounter, images: int) -> None:
     """Raise when a call counted by `counter` made more passes through the model than the attack's definition needs
-    (attack.expected_passes()): work in the step loop beyond the attack's loss (a second forward, a backward through
-    the parameters)."""
-    forward, backward = attack.expected_passes()
+    (attack.expected_passes(images), `images` the call's batch): work in the step loop beyond the attack's loss (a
+    second forward, a backward through the parameters)."""
+    forward, backward = attack.expected_passes(images)
     if counter.forward > forward or counter.backward > backward:
         raise RuntimeError(f"{attack.name}: one call made {counter.forward} forward and {counter.backward} backward "
                            f"passes through the model; its definition needs {forward} and {backward} "

@@ -21,6 +21,7 @@ from attack import build_attack
 from attack.apgd import loss_map
 from attack.losses import cosine_distance_map, norm_corrlog_map
 from attack.minimal_norm import ADV_THRESHOLD, adv_lib_segmentation
+from engine.passes import PassCounter, check_passes
 
 EPS = 8 / 255
 
@@ -134,7 +135,7 @@ def test_minimal_norm_trace_holds_the_clean_and_the_returned_image():
 def test_alma_prox_runs_image_by_image_where_adv_lib_fails_on_the_batch():
     """Images with different numbers of valid pixels: adv_lib's alma_prox asks for the k-th largest constraint with a
     per-image k of 0 for the image with fewer pixels and fails; the registry's alma-prox equals adv_lib called on each
-    image alone, clamped."""
+    image alone, clamped, and its passes are those of two single-image calls (the benchmark's pass check)."""
     torch.manual_seed(0)
     model = TinySeg(5, width=8).double().eval()
     x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
@@ -143,7 +144,11 @@ def test_alma_prox_runs_image_by_image_where_adv_lib_fails_on_the_batch():
     seg = adv_lib_segmentation()
     with pytest.raises((IndexError, RuntimeError), match="out of bounds"):
         seg.alma_prox(model, x, y, num_steps=10, lr_init=0.01)
-    out = build_attack("alma-prox", model, steps=10, lr_init=0.01)(x, y)
+    atk = build_attack("alma-prox", model, steps=10, lr_init=0.01)
+    with PassCounter(model) as counter:
+        out = atk(x, y)
+    check_passes(atk, counter, len(x))
+    assert (counter.forward, counter.backward) == atk.expected_passes(2) == (21, 20)
     alone = torch.cat([seg.alma_prox(model, x[i:i + 1], y[i:i + 1], num_steps=10, lr_init=0.01) for i in range(2)])
     assert torch.equal(out, torch.clamp(alone, x - EPS, x + EPS))
     assert not torch.equal(out, x)

@@ -140,7 +140,7 @@ def attack_entries(names: str, model, images, labels, cfg, steps: int, amp: str)
         entry = Entry(f"{item} step", run, unit=float(params.get("steps", 1)), attack=True, images=len(images))
         with PassCounter(model) as counter:
             run()
-        check_passes(atk, counter)  # stops the benchmark when a step does more than its loss needs
+        check_passes(atk, counter, len(images))  # stops the benchmark when a step does more than its loss needs
         entry.passes = (counter.forward, counter.backward)
         entries.append(entry)
         if "steps" in params and steps > 1:
