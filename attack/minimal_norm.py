@@ -68,6 +68,7 @@ class MinimalNorm(Attack):
     function = ""              # the name in adv_lib.attacks.segmentation
     per_image = False          # True: adv_lib is called one image at a time
     min_steps = 1              # 2 where adv_lib's schedule divides by steps - 1
+    targeted = False           # True: success is a pixel predicted as the target map (targets()), not a wrong one
 
     def __init__(self, model: nn.Module, eps: float, steps: int, ignore_index: int = 255) -> None:
         super().__init__(model, eps=eps, alpha=None, steps=steps, random_start=False, ignore_index=ignore_index)
@@ -86,43 +87,46 @@ class MinimalNorm(Attack):
         calls = images if self.per_image else 1
         return calls * self.steps + 1, calls * self.steps
 
-    def minimise(self, x: torch.Tensor, y: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        """adv_lib's smallest adversarial images for images with at least one valid pixel."""
+    def minimise(self, x: torch.Tensor, goal: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """adv_lib's smallest adversarial images for images with at least one valid pixel; `goal` is the label map
+        (untargeted) or the target map."""
+        options = {**self.options(), **({"targeted": True} if self.targeted else {})}
         if not self.per_image:
-            return self.adv_lib(self.model, x, y, masks=masks, **self.options())
-        return torch.cat([self.adv_lib(self.model, x[i:i + 1], y[i:i + 1], masks=masks[i:i + 1], **self.options())
+            return self.adv_lib(self.model, x, goal, masks=masks, **options)
+        return torch.cat([self.adv_lib(self.model, x[i:i + 1], goal[i:i + 1], masks=masks[i:i + 1], **options)
                           for i in range(len(x))])
 
     @torch.no_grad()
-    def fooled(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The fraction of valid pixels misclassified at x per image (N,) (0 without valid pixels) and the logits."""
+    def fooled(self, x: torch.Tensor, goal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fraction of valid pixels fooled at x per image (N,) (0 without valid pixels): misclassified, or for
+        a targeted attack predicted as the target map `goal`; and the logits."""
         logits = self.logits_of(self.forward(x))
-        valid = valid_mask(labels, self.ignore_index)
-        wrong = ((predictions(logits) != labels) & valid).flatten(1).sum(1)
-        return wrong.double() / valid.flatten(1).sum(1).clamp(min=1), logits
+        valid = valid_mask(goal, self.ignore_index)
+        hit = predictions(logits) == goal if self.targeted else predictions(logits) != goal
+        return (hit & valid).flatten(1).sum(1).double() / valid.flatten(1).sum(1).clamp(min=1), logits
 
     def _attack(self, x_nat: torch.Tensor, labels: torch.Tensor, records: Recorder,
                 random: Callable[[], RandomSource]) -> AttackResult:
-        masks = valid_mask(labels, self.ignore_index)
+        masks, goal = valid_mask(labels, self.ignore_index), self.targets(labels)
         if records.active:
-            fooled, logits = self.fooled(x_nat, labels)
-            self.record(records, 0, fooled, logits, labels, {})
+            fooled, logits = self.fooled(x_nat, goal)
+            self.record(records, 0, fooled, logits, goal, {})
         found = x_nat.clone()
         todo = masks.flatten(1).any(1)
         if todo.any():
-            found[todo] = self.minimise(x_nat[todo], labels[todo], masks[todo]).to(x_nat.dtype)
+            found[todo] = self.minimise(x_nat[todo], goal[todo], masks[todo]).to(x_nat.dtype)
         finite = torch.isfinite(found).flatten(1).all(1)
         records.checks["non_finite"] |= ~finite
         records.checks["gradient_seen"] |= True  # adv_lib takes its gradients itself: no zero-gradient finding
-        fooled_found, _ = self.fooled(found, labels)
+        fooled_found, _ = self.fooled(found, goal)
         norm = (found - x_nat).flatten(1).abs().amax(1).double()
         success = todo & (fooled_found >= ADV_THRESHOLD)
         min_norm = torch.where(success, norm, torch.full_like(norm, float("inf")))
         min_norm = torch.where(todo, min_norm, torch.full_like(norm, float("nan")))  # no valid pixel: no figure
         adv = torch.clamp(found, min=x_nat - self.eps, max=x_nat + self.eps)  # rse's clamp
         if records.active:
-            fooled, logits = self.fooled(adv, labels)
-            self.record(records, self.steps, fooled, logits, labels, {})
+            fooled, logits = self.fooled(adv, goal)
+            self.record(records, self.steps, fooled, logits, goal, {})
         return AttackResult(adv=adv, extras={"min_norm": min_norm, "fooled": fooled_found})
 
 
@@ -200,18 +204,33 @@ class ALMAProx(MinimalNorm):
 
 
 class ASMA(MinimalNorm):
-    """ASMA (Qiu et al., 2019) as adv_lib has it (an L2 attack on the correct logits of the still-correct pixels);
-    adv_lib's defaults. Runs image by image: its step size follows the IoU of the whole batch it is given."""
+    """ASMA (Ozbulak et al., 2019), the adaptive segmentation mask attack, a targeted attack by definition: adv_lib's
+    L2 steps raise the target class's logit at the pixels not yet predicted as it (for an untargeted call adv_lib's
+    same loss raises the true logit of the pixels already fooled, so it never fools anything; only the targeted form
+    is offered). `target_class` is required: every valid pixel's target. Its figure: the smallest L-inf norm at which
+    99% of the valid pixels are predicted as the target. adv_lib's defaults. Runs image by image: its step size
+    follows the IoU of the whole batch it is given."""
     name = "asma"
     function = "asma"
     per_image = True
+    targeted = True
 
-    def __init__(self, model: nn.Module, eps: float = 8 / 255, steps: int = 1000, tau: float = 1e-7,
-                 beta: float = 1e-6, ignore_index: int = 255) -> None:
+    def __init__(self, model: nn.Module, target_class: int, eps: float = 8 / 255, steps: int = 1000,
+                 tau: float = 1e-7, beta: float = 1e-6, ignore_index: int = 255) -> None:
         super().__init__(model, eps=eps, steps=steps, ignore_index=ignore_index)
+        if isinstance(target_class, bool) or not isinstance(target_class, int) or target_class < 0:
+            raise ValueError(f"asma is a targeted attack: target_class must be a class id >= 0; got {target_class!r}")
         check_range("tau", tau, 0.0, float("inf"))
         check_range("beta", beta, 0.0, float("inf"))
-        self.tau, self.beta = float(tau), float(beta)
+        self.target_class, self.tau, self.beta = target_class, float(tau), float(beta)
+
+    def targets(self, labels: torch.Tensor) -> torch.Tensor:
+        """`target_class` at every valid pixel."""
+        return torch.where(valid_mask(labels, self.ignore_index), torch.full_like(labels, self.target_class), labels)
+
+    @property
+    def maximise(self) -> bool:
+        return False
 
     def options(self) -> dict:
         return {"num_steps": self.steps, "τ": self.tau, "β": self.beta, "adv_threshold": ADV_THRESHOLD}

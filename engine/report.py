@@ -132,7 +132,9 @@ def threat_model(protocol: dict, attacks: dict, images: int, split: str) -> str:
     norm_text = " and ".join("L-inf" if n == "linf" else "L2" for n in norms)
     eps_text = ", ".join(f"{e:g} ({255 * e:.3g}/255)" for e in eps)
     steps_text = "" if not steps else f", {steps[0]} steps" if len(steps) == 1 else f", {steps[0]} to {steps[-1]} steps"
-    aim = "targeted and untargeted" if any(p.get("targeted") for p in params) else "untargeted"
+    # a target_class makes an attack targeted (ASMA is targeted by definition and takes no `targeted`)
+    aim = ("targeted and untargeted" if any(p.get("targeted") or p.get("target_class") is not None for p in params)
+           else "untargeted")
     return (f"Threat model: {aim} white-box {norm_text} attacks in [0,1] pixel space with eps {eps_text}"
             f"{steps_text} (per attack in the table), on {images} images of the {split} split under protocol "
             f"`{protocol['name']}`: {protocol['rule']}.")

@@ -13,7 +13,7 @@ FAST = {"apgd-ce": {"steps": 4}, "apgd-mce": {"steps": 4}, "apgd-mce-bal": {"ste
         "apgd-js": {"steps": 4}, "apgd-segpgd": {"steps": 4}, "apgd-mask-norm-corrlog": {"steps": 4},
         "sea": {"steps": 6, "class_counts": COUNTS},
         "dag": {"steps": 10, "gamma": 0.1}, "pdpgd": {"steps": 10, "primal_lr": 0.1}, "pdgd": {"steps": 10},
-        "alma-prox": {"steps": 10, "lr_init": 0.01}, "asma": {"steps": 10, "tau": 1e-3}}
+        "alma-prox": {"steps": 10, "lr_init": 0.01}, "asma": {"steps": 10, "tau": 1e-3, "target_class": 2}}
 # adv_lib's DAG and PDPGD return the clean image until they fool 99% of an image's valid pixels (PDPGD: more than
 # the clean image does), which random labels on an untrained model never allow; tests/test_rse_attacks.py shows
 # them changing images on a per-pixel linear model

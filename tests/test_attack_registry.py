@@ -24,7 +24,10 @@ def model() -> TinySeg:
 
 
 def required(name: str) -> dict:
-    return {"class_counts": COUNTS} if name in NEEDS_COUNTS else {}
+    """The parameters without a default: MCE-Bal's class counts, ASMA's target class (a targeted attack)."""
+    if name in NEEDS_COUNTS:
+        return {"class_counts": COUNTS}
+    return {"target_class": 1} if name == "asma" else {}
 
 
 def small(name: str) -> dict:
@@ -49,6 +52,13 @@ def batch(model: nn.Module):
 
 def test_registry_has_exactly_the_documented_names():
     assert sorted(ATTACKS) == sorted(REGISTRY_NAMES)
+
+
+def test_asma_is_targeted_and_needs_its_target(model):
+    with pytest.raises(TypeError, match="target_class"):
+        build_attack("asma", model)
+    with pytest.raises(ValueError, match="asma is a targeted attack: target_class must be a class id >= 0"):
+        build_attack("asma", model, target_class=-1)
 
 
 @pytest.mark.parametrize("name", REGISTRY_NAMES)

@@ -103,3 +103,26 @@ def test_the_benchmark_runs_on_every_family(tmp_path, tiny_data, family):
         "pgd step": (2, 2), "rppgd++ step": (2, 2)}
     assert rows["AT training step"]["seconds"] > 0 and "| rppgd++ step | 2 / 2 |" in proc.stdout
     assert f"; {family}:" in proc.stdout, "the header names the library model"
+
+
+def test_two_processes_in_channels_last_train_a_library_model_and_resume_exactly(tmp_path, tiny_data):
+    """DDP, channels_last and resume with a library model (hf: SegFormer) through the one launcher: two processes
+    train two epochs of RP-PGD++ AT; a run resumed from the first epoch's checkpoint reaches the same weights."""
+    config = "config/demo/demo_segformer_b0_sat.yaml"
+    common = ["DATA.data_root", str(tiny_data), "DATA.workers", "0", "EXP.root", str(tmp_path / "exp"),
+              "TRAIN.batch_size", "4", "TRAIN.crop_size", "40", "TRAIN.epochs", "2", "TRAIN.eval_freq", "0",
+              "MODEL.channels_last", "true", "ADV_TRAIN.attack.steps", "1"]
+    launch = ["sh", str(ROOT / "util/launch.sh"), "tool_train/train.py", config]
+    env = {"NPROC": "2", "PYTHON": sys.executable}
+    run(launch + common + ["EXP.name", "straight", "TRAIN.save_freq", "1"], cwd=ROOT, env_extra=env)
+    straight = tmp_path / "exp" / "demo" / "straight"
+    assert "2 process(es)" in (straight / "train.log").read_text()
+    run(launch + common + ["EXP.name", "resumed", "TRAIN.resume", str(straight / "model" / "epoch_1.pth")],
+        cwd=ROOT, env_extra=env)
+    a = torch.load(straight / "model" / "last.pth", weights_only=True)
+    b = torch.load(tmp_path / "exp" / "demo" / "resumed" / "model" / "last.pth", weights_only=True)
+    first = torch.load(straight / "model" / "epoch_1.pth", weights_only=True)
+    assert a["epoch"] == b["epoch"] == 2 and a["world"] == b["world"] == 2
+    assert any(not torch.equal(v, first["model"][k]) for k, v in a["model"].items()), "epoch 2 trained"
+    for key, value in a["model"].items():
+        assert torch.allclose(value.float(), b["model"][key].float(), atol=1e-6), key

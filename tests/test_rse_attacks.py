@@ -154,6 +154,29 @@ def test_alma_prox_runs_image_by_image_where_adv_lib_fails_on_the_batch():
     assert not torch.equal(out, x)
 
 
+def test_asma_is_adv_lib_targeted_image_by_image_and_records_the_norm_that_reaches_the_target():
+    """ASMA toward class 1 on the per-pixel linear model: adv_lib's targeted asma on each image alone, clamped; the
+    fraction of valid pixels predicted as the target (its trace's loss) rises, and min_norm is the L-inf norm of
+    adv_lib's image where 99% of them are."""
+    model = LinearPixels().double()
+    model.w.mul_(10)  # ASMA's L2 penalty holds a pixel's step at w/2: a steep model lets 99% of them reach the target
+    x = 0.1 + 0.8 * torch.rand(2, 3, 9, 11, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    y = labelled_by_the_model(model, x)
+    eps, options = 0.05, {"num_steps": 200, "τ": 0.05, "β": 0.05}
+    result = build_attack("asma", model, target_class=1, eps=eps, steps=200, tau=0.05, beta=0.05).run(x, y)
+    target = torch.where(y != 255, torch.ones_like(y), y)
+    seg = adv_lib_segmentation()
+    alone = torch.cat([seg.asma(model, x[i:i + 1], target[i:i + 1], masks=(y != 255)[i:i + 1], targeted=True,
+                                **options) for i in range(2)])
+    assert torch.equal(result.adv, torch.clamp(alone, x - eps, x + eps))
+    with torch.no_grad():
+        hit = ((model(alone).argmax(1) == 1) & (y != 255)).flatten(1).sum(1).double() / (y != 255).flatten(1).sum(1)
+    success = hit >= ADV_THRESHOLD
+    assert torch.equal(result.extras["fooled"], hit) and bool(success.any()), hit
+    assert torch.equal(result.extras["min_norm"], torch.where(success, (alone - x).flatten(1).abs().amax(1), math.inf))
+    assert result.trace[-1].loss > result.trace[0].loss + 0.05  # the clamped image: more pixels on the target
+
+
 def test_adv_lib_is_imported_without_leaving_a_visdom_placeholder():
     adv_lib_segmentation()
     assert "adv_lib.attacks.segmentation" in sys.modules

@@ -297,3 +297,25 @@ def test_demo_upernet_convnext_trains_one_pirat_epoch_and_is_evaluated_with_sea_
     metrics = json.loads(next((run_dir / "result").glob("*center*/metrics.json")).read_text())
     assert metrics["protocol"]["name"] == "center" and list(metrics["attacks"]) == ["sea"]
     assert metrics["attacks"]["sea"]["mIoU"] <= metrics["clean"]["mIoU"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["upernet", "segmenter"])
+def test_the_benchmark_runs_on_the_sea_families_with_the_pirat_recipe(tmp_path, tiny_data, family):
+    """tool_bench/bench.py on tiny UperNet-ConvNeXt and Segmenter networks with the PIR-AT demo config: attack steps
+    with their passes counted (SEA's training PGD among them) and the PIR-AT training step beside a clean one."""
+    out = tmp_path / "bench.json"
+    tiny = UPERNET if family == "upernet" else [*SEGMENTER, "TEST.crop_size", "[64, 64]"]
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tool_bench/bench.py"), "--config",
+         str(ROOT / "config/demo/demo_upernet_convnext_pirat.yaml"), "--size", "64", "--batch", "1", "--repeats", "1",
+         "--steps", "2", "--attacks", "pgd,pirat-pgd,rppgd++,padam-ce", "--train-batch", "2", "--train-size", "64",
+         "--eval-size", "64x64", "--loader-batches", "0", "--out", str(out), "DATA.data_root", str(tiny_data),
+         "EXP.root", str(tmp_path / "exp"), *tiny],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = {r["name"]: r for r in json.loads(out.read_text())["rows"]}
+    assert {name: tuple(r["passes"]) for name, r in rows.items() if r["passes"]} == {
+        "pgd step": (2, 2), "pirat-pgd step": (2, 2), "rppgd++ step": (2, 2), "padam-ce step": (2, 2)}
+    assert rows["AT training step"]["seconds"] > 0 and rows["AT training step"]["reference"] == "clean training step"
+    assert f"; {family} " in proc.stdout or f"; {family}:" in proc.stdout or family in proc.stdout.split("\n")[2]
