@@ -21,9 +21,10 @@ MINIMAL_NORM = ("dag", "pdpgd", "alma-prox", "asma", "pdgd")
 
 
 # losses whose pixel weights follow the current prediction (masked CE counts the still-correct pixels only, SegPGD
-# shifts its weight from them to the fooled ones over the steps): their values at two iterates weigh different pixel
-# sets, so for them what must go up is the fraction of fooled pixels
-PREDICTION_WEIGHTED = ("segpgd", "apgd-mce", "apgd-mce-bal", "apgd-segpgd", "sea")
+# shifts its weight from them to the fooled ones over the steps, CosPGD weighs a pixel by its softmax's cosine to the
+# label): their values at two iterates weigh different pixel sets, so for them what must go up is the fraction of
+# fooled pixels
+PREDICTION_WEIGHTED = ("segpgd", "cospgd", "apgd-mce", "apgd-mce-bal", "apgd-segpgd", "sea")
 
 
 def assert_the_attack_raises_its_loss(model, x, y, name: str, steps: int = 5, **extra) -> None:
