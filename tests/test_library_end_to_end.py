@@ -31,6 +31,11 @@ CONFIGS = {
                                                      "[classifier]"]),
 }
 ATTACKS = "[{name: pgd, eps: 0.1, alpha: 0.05, steps: 2}, {name: rppgd++, eps: 0.1, alpha: 0.05, steps: 2}]"
+# the families are evaluated under the protocols' different inferences: sliding windows, the whole image, SEA's
+# centre crop
+PROTOCOLS = {"hf": ("full", ["TEST.mode", "slide", "TEST.crop_size", "[32, 32]"]), "torchvision": ("full", []),
+             "smp": ("full", ["TEST.mode", "slide", "TEST.crop_size", "[32, 32]"]),
+             "python": ("center", ["ATTACK.protocol", "center", "TEST.crop_size", "[40, 40]"])}
 
 
 @pytest.mark.parametrize("family", list(CONFIGS))
@@ -38,7 +43,7 @@ def test_adversarial_training_then_evaluation(tmp_path, tiny_data, family):
     config, extra = CONFIGS[family]
     common = ["DATA.data_root", str(tiny_data), "DATA.workers", "0", "EXP.root", str(tmp_path / "exp"),
               "TRAIN.batch_size", "4", "TRAIN.crop_size", "40", "TRAIN.print_freq", "1", "TRAIN.epochs", "1",
-              "TEST.batch_size", "2", "TEST.workers", "0", "TEST.vis", "0", "TEST.vis_regions", "-1", *extra]
+              "TEST.batch_size", "2", "TEST.workers", "0", "TEST.vis", "1", "TEST.vis_regions", "0", *extra]
     env = {"PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
     run([sys.executable, str(ROOT / "tool_train/train.py"), "--config", str(ROOT / config), *common,
          "ADV_TRAIN.attack.steps", "1"], cwd=ROOT, env_extra=env)
@@ -49,15 +54,23 @@ def test_adversarial_training_then_evaluation(tmp_path, tiny_data, family):
     state = torch.load(run_dir / "model" / "last.pth", weights_only=True)
     assert not any(k.startswith("net.") for k in state["model"]), "checkpoints hold the library's own keys"
 
+    protocol, protocol_args = PROTOCOLS[family]
     proc = run([sys.executable, str(ROOT / "tool_test/test.py"), "--config", str(ROOT / config), *common,
-                "ATTACK.attacks", ATTACKS], cwd=ROOT, env_extra=env)
-    metrics = json.loads((run_dir / "result" / "val_last_full" / "metrics.json").read_text())
+                "ATTACK.attacks", ATTACKS, *protocol_args], cwd=ROOT, env_extra=env)
+    result = run_dir / "result" / f"val_last_{protocol}"
+    metrics = json.loads((result / "metrics.json").read_text())
+    assert metrics["protocol"]["name"] == protocol
     assert list(metrics["attacks"]) == ["pgd", "rppgd++"]
     for entry in metrics["attacks"].values():
         assert entry["images"] == 4 and metrics["worst_case"]["mIoU"] <= entry["mIoU"] + 1e-12
     assert metrics["worst_case"]["mIoU"] <= metrics["clean"]["mIoU"] + 1e-12
-    assert "| worst case over the attacks |" in (run_dir / "result" / "val_last_full" / "report.md").read_text()
+    assert "| worst case over the attacks |" in (result / "report.md").read_text()
     assert "| rppgd++ |" in proc.stdout
+    # pictures: a panel of the first image per attack (and clean), and RP-PGD++'s region strip through the hooked
+    # features
+    for key in ("clean", "pgd", "rppgd++"):
+        assert len(list((result / "panels" / key).glob("00000*.png"))) == 1, key
+    assert [p.name[:13] for p in (result / "regions").glob("*.png")] == ["rppgd++_00000"]
     if family == "hf":  # the log says which normalisation the folder's model uses
         line = "normalisation DATA.mean/DATA.std ('config/demo/hf/segformer_b0' has no image_mean"
         assert line in proc.stdout + proc.stderr

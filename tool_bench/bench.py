@@ -357,7 +357,8 @@ def main(argv: list[str] | None = None) -> None:
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     m = cfg.MODEL
-    network = m.arch if ":" in m.arch else f"{m.arch} ResNet-{m.layers} ({m.style})"  # a library family: its arch
+    backbone = f"ResNet-{m.layers}" if m.backbone == "resnet" else f"{m.backbone}-{m.variant}"
+    network = m.arch if ":" in m.arch else f"{m.arch} {backbone} ({m.style})"  # a library family: its arch
     header = (f"{name}, torch {torch.__version__}, {torch.get_num_threads()} threads, amp {args.amp}, "
               f"channels_last {m.channels_last}; {network}, {k} classes; attack batch "
               f"{args.batch}x3x{size}x{size}, {args.steps} steps per call; training batch {train_batch}x"
