@@ -2,7 +2,7 @@
 
     with PassCounter(model) as passes:
         atk(images, labels)
-    passes.forward, passes.backward, passes.forward_samples
+    passes.forward, passes.backward, passes.forward_samples, passes.backward_samples
     check_passes(atk, passes, len(images))  # an attack that makes more passes than its definition needs is an error
 
 A forward pass is one call of the model's forward; a backward pass is one backpropagation through its output
@@ -21,7 +21,7 @@ class PassCounter:
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
-        self.forward = self.backward = self.forward_samples = 0
+        self.forward = self.backward = self.forward_samples = self.backward_samples = 0
         self._handle = None
 
     def _on_forward(self, module: nn.Module, inputs: tuple, output) -> None:
@@ -33,6 +33,7 @@ class PassCounter:
 
     def _on_backward(self, grad: torch.Tensor) -> None:
         self.backward += 1
+        self.backward_samples += len(grad)
 
     def __enter__(self) -> "PassCounter":
         self._handle = self.model.register_forward_hook(self._on_forward)

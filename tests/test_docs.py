@@ -140,6 +140,7 @@ def test_the_worked_examples_of_the_design_run(tiny_cfg):
         recipe = RECIPES.get("whole-batch")(cfg, model)
         images, labels, n_adv = recipe.batch(x, y)
         assert n_adv == 2 and (images - x).abs().max() <= 8 / 255 + 1e-6 and recipe.attack.name == "margin-pgd"
+        assert recipe.attack_passes() == 2.0  # 2 steps for every image
         trace = build_attack("margin-pgd", model, steps=3).run(x, y).trace
         assert trace[-1].loss > trace[0].loss
         prediction = build_protocol(cfg, model).predict(x, y, [0, 1])

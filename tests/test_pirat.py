@@ -10,6 +10,7 @@ from torch import nn
 from attack import build_attack
 from conftest import ROOT
 from engine.optim import build_optimizer, build_scheduler
+from engine.passes import PassCounter
 from engine.recipes import RECIPES, segmentation_loss
 from model import build_model
 from util.config import load_config
@@ -297,3 +298,23 @@ def test_the_recorder_keeps_each_iterate_the_attack_took_a_gradient_at(name, par
         atk.run(x, y, trace=trace)
         assert len(recorder.iterates) == 3 and torch.equal(recorder.iterates[0], x)
         assert all((it - x).abs().max() <= 0.1 + 1e-6 for it in recorder.iterates)
+
+
+@pytest.mark.parametrize("method,overrides,passes", [
+    ("at", ["ADV_TRAIN.adv_ratio", "0.5"], 1.5),                          # 3 steps on half the batch
+    ("release", ["ADV_TRAIN.adv_ratio", "0.5"], 3.0),                     # the whole batch attacked, half kept
+    ("pirat", ["ADV_TRAIN.adv_ratio", "1.0"], 3.0),
+    ("pirat", ["ADV_TRAIN.adv_ratio", "1.0", "ADV_TRAIN.iterate_grads", "true"], 6.0),  # a fwd+bwd per iterate more
+])
+def test_a_recipes_attack_passes_are_those_its_batch_makes(tiny_cfg, method, overrides, passes):
+    """Recipe.attack_passes (the benchmark scales its AT target by it) against the backward passes per training image
+    that batch() makes through the model, counted."""
+    model = TinySeg()
+    cfg = tiny_cfg("ADV_TRAIN.method", method, *overrides,
+                   "ADV_TRAIN.attack", "{name: pirat-pgd, eps: 0.05, alpha: 0.02, steps: 3}")
+    recipe = RECIPES.get(method)(cfg, model)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(4, 3, 24, 24, generator=g), torch.randint(0, 7, (4, 24, 24), generator=g)
+    with PassCounter(model) as counter:
+        recipe.batch(x, y)
+    assert recipe.attack_passes() == passes == counter.backward_samples / len(x)

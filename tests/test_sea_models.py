@@ -318,5 +318,8 @@ def test_the_benchmark_runs_on_the_sea_families_with_the_pirat_recipe(tmp_path, 
     assert {name: tuple(r["passes"]) for name, r in rows.items() if r["passes"]} == {
         "pgd step": (2, 2), "pirat-pgd step": (2, 2), "rppgd++ step": (2, 2), "padam-ce step": (2, 2)}
     assert rows["AT training step"]["seconds"] > 0 and rows["AT training step"]["reference"] == "clean training step"
+    at = [(t["what"], t["limit"]) for t in json.loads(out.read_text())["targets"] if t["what"].startswith("AT ")]
+    # every image attacked with 5 steps, and iterate_grads' fwd+bwd at each: 10 passes, the target scaled to 13x
+    assert at == [("AT training step / clean training step (10 attack passes per image)", pytest.approx(13.0))]
     network = "upernet convnext-t (sea)" if family == "upernet" else "segmenter vit-s (sea)"
     assert f"; {network}, 7 classes;" in proc.stdout, "the header names the network"

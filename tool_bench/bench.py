@@ -65,13 +65,11 @@ STEP_TARGET, RP_TIME_TARGET, RP_MEMORY_TARGET, AT_TARGET, EVAL_MARGIN = 1.15, 1.
 AT_TARGET_PASSES = 1.5  # AT_TARGET is set for RP-PGD++ with 3 steps on half the batch: 1.5 attack passes per image
 
 
-def at_target(cfg) -> tuple[float, float]:
-    """(attack fwd+bwd passes per training image, the AT step's limit against a clean step): AT_TARGET scaled to the
-    recipe's passes, 1 + (AT_TARGET - 1) * passes / AT_TARGET_PASSES (PIR-AT attacks every image, and with
-    ADV_TRAIN.iterate_grads makes a fwd+bwd through the parameters per attack step besides)."""
-    steps = int(cfg.ADV_TRAIN.attack.get("steps", 1))
-    passes = cfg.ADV_TRAIN.adv_ratio * steps + (steps if cfg.ADV_TRAIN.iterate_grads else 0)
-    return passes, 1 + (AT_TARGET - 1) * passes / AT_TARGET_PASSES
+def at_target(passes: float) -> float:
+    """The AT step's limit against a clean step for a recipe making `passes` attack fwd+bwd passes per training image
+    (Recipe.attack_passes): AT_TARGET scaled, 1 + (AT_TARGET - 1) * passes / AT_TARGET_PASSES (PIR-AT attacks every
+    image, and with ADV_TRAIN.iterate_grads makes a fwd+bwd through the parameters per attack iterate besides)."""
+    return 1 + (AT_TARGET - 1) * passes / AT_TARGET_PASSES
 
 
 @dataclass
@@ -166,9 +164,10 @@ def attack_entries(names: str, model, images, labels, cfg, steps: int, amp: str)
     return entries
 
 
-def training_entries(cfg, device: torch.device, batch: int, size: tuple[int, int]) -> list[Entry]:
+def training_entries(cfg, device: torch.device, batch: int, size: tuple[int, int]) -> tuple[list[Entry], float]:
     """A clean and an adversarial training step (the recipes' step, under TRAIN.amp) on one random batch, with a model
-    of their own; the adversarial one is ADV_TRAIN.method's recipe, or at when the config trains clean."""
+    of their own; the adversarial one is ADV_TRAIN.method's recipe, or at when the config trains clean. Also its
+    attack passes per training image (Recipe.attack_passes)."""
     torch.manual_seed(cfg.EXP.seed)
     model = build_model(cfg, backbone_weights=False).to(device).train()
     optimizer = build_optimizer(model, cfg)
@@ -181,7 +180,7 @@ def training_entries(cfg, device: torch.device, batch: int, size: tuple[int, int
     return [Entry("clean training step", lambda: clean.step(model, images, labels, optimizer, scheduler),
                   images=batch),
             Entry("AT training step", lambda: adversarial.step(model, images, labels, optimizer, scheduler),
-                  reference="clean training step", images=batch)]
+                  reference="clean training step", images=batch)], adversarial.attack_passes()
 
 
 def evaluation_entries(cfg, model, device: torch.device, size: tuple[int, int], steps: int, amp: str
@@ -253,7 +252,7 @@ def summarise(entries: list[Entry]) -> list[dict]:
     return rows
 
 
-def targets(rows: list[dict], steps: int, at_limit: tuple[float, float]) -> list[dict]:
+def targets(rows: list[dict], steps: int, at_passes: float) -> list[dict]:
     by = {r["name"]: r for r in rows}
     out = [{"what": f"{r['name']} / fwd+bwd", "value": r["ratio"], "limit": STEP_TARGET}
            for r in rows if r["attack"]]
@@ -264,8 +263,8 @@ def targets(rows: list[dict], steps: int, at_limit: tuple[float, float]) -> list
         out.append({"what": "rppgd++ step / pgd step (peak memory)", "value": rp["peak_mib"] / pgd["peak_mib"],
                     "limit": RP_MEMORY_TARGET})
     if "AT training step" in by:
-        out.append({"what": f"AT training step / clean training step ({at_limit[0]:g} attack passes per image)",
-                    "value": by["AT training step"]["ratio"], "limit": at_limit[1]})
+        out.append({"what": f"AT training step / clean training step ({at_passes:g} attack passes per image)",
+                    "value": by["AT training step"]["ratio"], "limit": at_target(at_passes)})
     robust = by.get(f"one image: PGD-{steps} robust prediction")
     if robust:
         out.append({"what": f"robust evaluation of one image (PGD-{steps}) / its fwd+bwd through the inference",
@@ -336,7 +335,8 @@ def main(argv: list[str] | None = None) -> None:
     images, labels = random_batch(args.batch, size, size, k, ignore, device)
     entries = [Entry("fwd+bwd", floor_pass(model, images, labels, ignore, args.amp), images=args.batch)]
     entries += attack_entries(args.attacks, model, images, labels, cfg, args.steps, args.amp)
-    entries += training_entries(cfg, device, train_batch, train_size)
+    training, at_passes = training_entries(cfg, device, train_batch, train_size)
+    entries += training
     entries += evaluation_entries(cfg, model, device, eval_size, args.steps, args.amp)
 
     def log(text: str) -> None:
@@ -352,7 +352,7 @@ def main(argv: list[str] | None = None) -> None:
             e.times.append(timed(e.run, device))
         log(f"timing round {r + 1}/{args.repeats} done")
     rows = summarise(entries)
-    checks = targets(rows, args.steps, at_target(cfg))
+    checks = targets(rows, args.steps, at_passes)
     loader = loader_seconds(cfg, args.loader_batches, args.repeats) if args.loader_batches else None
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"

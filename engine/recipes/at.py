@@ -35,6 +35,10 @@ class AdversarialTraining(Recipe):
         adv = self.attack(images[:n_adv], labels[:n_adv])
         return torch.cat([adv, images[n_adv:]]), labels, n_adv
 
+    def attack_passes(self) -> float:
+        """The attack's backward passes for the adv_ratio of the batch it replaces."""
+        return self.ratio * self.attack.expected_passes(1)[1]
+
     def describe(self, per_process: int) -> str:
         return (f"adversarial training: {adversarial_count(per_process, self.ratio)} of {per_process} images per "
                 f"process and step replaced by {self.attack!r}")

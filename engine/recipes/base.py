@@ -60,6 +60,11 @@ class Recipe:
         """One log line: what a step does to a per-process batch of `per_process` images."""
         return f"training recipe {self.name}"
 
+    def attack_passes(self) -> float:
+        """Forward+backward passes that batch() makes per training image, by the recipe's definition (the
+        benchmark's AT target scales with it): the attack's backward passes for every image, none without one."""
+        return 0.0 if self.attack is None else float(self.attack.expected_passes(1)[1])
+
     def losses(self, out: dict, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(main, auxiliary) cross-entropy; the auxiliary loss is 0 for a model without an auxiliary head."""
         ignore = self.cfg.DATA.ignore_index

@@ -78,6 +78,12 @@ class PIRAT(AdversarialTraining):
                 m.training = training
         return composed
 
+    def attack_passes(self) -> float:
+        """Every image attacked; with iterate_grads one more forward+backward at each iterate the attack took a
+        gradient at."""
+        backward = self.attack.expected_passes(1)[1]
+        return float(backward * (2 if self.recorder is not None else 1))
+
     def describe(self, per_process: int) -> str:
         extra = ("; the eval-mode cross-entropy at each of the attack's iterates is descended too "
                  "(ADV_TRAIN.iterate_grads)") if self.recorder is not None else ""

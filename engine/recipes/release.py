@@ -27,6 +27,10 @@ class ReleaseComposition(AdversarialTraining):
         adv = self.attack(images, labels)
         return torch.cat([adv[half:], images[:half]]), torch.cat([labels[half:], labels[:half]]), len(images) - half
 
+    def attack_passes(self) -> float:
+        """The whole batch is attacked, though half of it is kept."""
+        return float(self.attack.expected_passes(1)[1])
+
     def describe(self, per_process: int) -> str:
         return (f"adversarial training, the release's composition: all {per_process} images per process and step "
                 f"attacked by {self.attack!r}, the adversarial second half kept")
